@@ -1,0 +1,159 @@
+# smtpbee/_errors
+#
+# One hierarchy, rooted in SMTPError, that answers the three questions a caller
+# has when something goes wrong:
+#
+#   * Did *I* do something wrong?            LocalProtocolError (and subclasses)
+#   * Did the *server* break the protocol?   RemoteProtocolError (and subclasses)
+#   * Did the server *refuse*, cleanly?      ReplyError: TransientReplyError (4xx)
+#                                            or PermanentReplyError (5xx)
+#
+# The core itself only raises the protocol errors: a 4xx/5xx reply is an ordinary
+# event there. ReplyError is what the session procedures (and so the transports)
+# raise when a refusal ends what the caller asked for. The I/O errors at the end
+# belong to transports, but live here so every transport raises the same types.
+#
+# Messages never contain secrets: AUTH payloads are not quoted anywhere.
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._replies import Reply
+
+__all__ = [
+    "AuthenticationError",
+    "AuthenticationRejected",
+    "ConnectionLostError",
+    "InsecureAuthenticationError",
+    "InvalidInputError",
+    "LocalProtocolError",
+    "MessageTooLargeError",
+    "OutcomeUnknownError",
+    "PermanentReplyError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ReplyError",
+    "SMTPError",
+    "SMTPTimeoutError",
+    "StartTLSInjectionError",
+    "TLSRequiredError",
+    "TransientReplyError",
+    "UnsupportedExtensionError",
+    "reply_error",
+]
+
+
+class SMTPError(Exception):
+    """The base class of every error smtpbee raises on purpose."""
+
+
+class ProtocolError(SMTPError):
+    """Someone broke the rules of SMTP. Abstract: raise a subclass."""
+
+    def __init__(self, *args: Any) -> None:
+        if type(self) is ProtocolError:
+            raise TypeError("ProtocolError is abstract; raise LocalProtocolError or RemoteProtocolError")
+        super().__init__(*args)
+
+
+class LocalProtocolError(ProtocolError):
+    """The caller asked for something SMTP (or this server) does not allow.
+
+    Raised before a single byte is produced: the connection is unchanged and can
+    still be used.
+    """
+
+
+class InvalidInputError(LocalProtocolError):
+    """An argument (address, parameter, domain, credential) cannot be sent as given."""
+
+
+class UnsupportedExtensionError(LocalProtocolError):
+    """The command or parameter needs an extension the server did not advertise."""
+
+
+class MessageTooLargeError(LocalProtocolError):
+    """The message is larger than the SIZE limit the server advertised."""
+
+
+class InsecureAuthenticationError(LocalProtocolError):
+    """AUTH was refused locally: the connection is not encrypted (or not verified)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The server sent something that breaks SMTP; the session cannot go on."""
+
+
+class StartTLSInjectionError(RemoteProtocolError):
+    """Bytes arrived after the 220 to STARTTLS and before the TLS handshake.
+
+    They were not protected by TLS: a man in the middle may have injected them.
+    """
+
+
+class TLSRequiredError(RemoteProtocolError):
+    """TLS was required but the server does not offer it (or refused STARTTLS)."""
+
+
+class ReplyError(SMTPError):
+    """The server refused a command with a 4xx or 5xx reply.
+
+    Attributes:
+        reply: the reply, with its code, enhanced status and text.
+        command: the command line it answers (secrets redacted), or None.
+        phase: what was being done, e.g. "MAIL", "RCPT", "DATA", "AUTH".
+    """
+
+    def __init__(self, reply: Reply, *, command: str | None = None, phase: str = "") -> None:
+        self.reply = reply
+        self.command = command
+        self.phase = phase
+        super().__init__(self._describe())
+
+    @property
+    def code(self) -> int:
+        return self.reply.code
+
+    def _describe(self) -> str:
+        where = f" to {self.command}" if self.command else (f" during {self.phase}" if self.phase else "")
+        return f"{self.reply.code}{where}: {self.reply.printable_text}"
+
+
+class TransientReplyError(ReplyError):
+    """A 4xx reply: the same request may succeed later."""
+
+
+class PermanentReplyError(ReplyError):
+    """A 5xx reply: repeating the same request will fail again."""
+
+
+class AuthenticationError(SMTPError):
+    """Authentication did not succeed (mixin of the two ways that happens)."""
+
+
+class AuthenticationRejected(AuthenticationError, PermanentReplyError):
+    """The server rejected the credentials or the mechanism (535, 534, 538, 503 ...)."""
+
+
+class SMTPTimeoutError(SMTPError, TimeoutError):
+    """The server did not answer within the deadline for the current phase."""
+
+
+class ConnectionLostError(SMTPError, ConnectionError):
+    """The connection closed or broke while a reply was expected."""
+
+
+class OutcomeUnknownError(SMTPError):
+    """The connection failed after the message was handed over, before the final reply.
+
+    The server may or may not have accepted the message; retrying may deliver it
+    twice. The original timeout or connection error is the ``__cause__``.
+    """
+
+
+def reply_error(reply: Reply, *, command: str | None = None, phase: str = "") -> ReplyError:
+    """The right ReplyError subclass for a 4xx or 5xx reply."""
+    if reply.code >= 500:
+        return PermanentReplyError(reply, command=command, phase=phase)
+    return TransientReplyError(reply, command=command, phase=phase)
