@@ -103,12 +103,14 @@ class ReplyError(SMTPError):
         reply: the reply, with its code, enhanced status and text.
         command: the command line it answers (secrets redacted), or None.
         phase: what was being done, e.g. "MAIL", "RCPT", "DATA", "AUTH".
+        recipients: when every recipient was refused, each one's reply.
     """
 
     def __init__(self, reply: Reply, *, command: str | None = None, phase: str = "") -> None:
         self.reply = reply
         self.command = command
         self.phase = phase
+        self.recipients: dict[str, Reply] = {}
         super().__init__(self._describe())
 
     @property

@@ -1,0 +1,476 @@
+# smtpbee/_commands
+#
+# What the client can send, as frozen values. Each command checks its own
+# arguments when it is built (h11's rule: an invalid event cannot exist), so a
+# CR, LF or NUL in an address, or an address that smuggles a parameter, fails
+# at construction with InvalidInputError and never reaches the wire.
+#
+# What a command *cannot* know alone — whether the server offers an extension,
+# whether the session is in the right state, whether SMTPUTF8 is on — is the
+# connection's job. ``to_bytes`` is only called after those checks pass.
+#
+# Every command renders a transcript line with ``transcript_line()``; commands
+# that carry secrets (AUTH initial responses, AUTH responses) redact them there
+# and in their repr.
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from ._errors import InvalidInputError
+from ._state import Verb
+from ._validation import (
+    Mailbox,
+    check_esmtp_keyword,
+    check_esmtp_value,
+    check_text,
+    encode_domain,
+    parse_mailbox,
+    parse_reverse_path,
+    xtext_encode,
+)
+
+__all__ = [
+    "Auth",
+    "AuthCancel",
+    "AuthResponse",
+    "Bdat",
+    "Command",
+    "Data",
+    "Ehlo",
+    "EndOfData",
+    "Expn",
+    "Helo",
+    "Help",
+    "Lhlo",
+    "Mail",
+    "MessageData",
+    "Noop",
+    "Quit",
+    "Rcpt",
+    "Rset",
+    "StartTLS",
+    "Vrfy",
+]
+
+BodyType = Literal["7BIT", "8BITMIME", "BINARYMIME"]
+NotifyCondition = Literal["SUCCESS", "FAILURE", "DELAY"]
+_NOTIFY_CONDITIONS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+# RFC 6710 §3: MT-PRIORITY is an integer from -9 to 9.
+_MT_PRIORITY_RANGE = range(-9, 10)
+
+
+class Command:
+    """Base class of everything the client sends."""
+
+    __slots__ = ()
+    _VERB: ClassVar[Verb]
+
+    @property
+    def verb(self) -> Verb:
+        """The state machine's name for this command."""
+        return self._VERB
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        """The bytes on the wire. ``smtputf8`` allows UTF-8 in arguments."""
+        raise NotImplementedError
+
+    def transcript_line(self) -> str:
+        """The command as a person should see it in a transcript (secrets redacted)."""
+        return self.to_bytes(smtputf8=True).decode("utf-8").rstrip("\r\n")
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """Whether the arguments cannot go on the wire without SMTPUTF8."""
+        return False
+
+
+def _simple_line(verb: str, argument: str, smtputf8: bool) -> bytes:
+    line = f"{verb} {argument}\r\n" if argument else f"{verb}\r\n"
+    return line.encode("utf-8" if smtputf8 else "ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class _Hello(Command):
+    hostname: str
+
+    keyword: ClassVar[str] = "EHLO"
+
+    def __post_init__(self) -> None:
+        check_text(self.hostname, "hostname")
+        if not self.hostname:
+            raise InvalidInputError("the hostname must not be empty")
+        object.__setattr__(self, "hostname", encode_domain(self.hostname))
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return f"{self.keyword} {self.hostname}\r\n".encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Ehlo(_Hello):
+    """``EHLO hostname``: introduce the client and ask for the extensions."""
+
+    _VERB: ClassVar[Verb] = Verb.EHLO
+    keyword: ClassVar[str] = "EHLO"
+
+
+@dataclass(frozen=True, slots=True)
+class Helo(_Hello):
+    """``HELO hostname``: the pre-ESMTP greeting (no extensions)."""
+
+    _VERB: ClassVar[Verb] = Verb.HELO
+    keyword: ClassVar[str] = "HELO"
+
+
+@dataclass(frozen=True, slots=True)
+class Lhlo(_Hello):
+    """``LHLO hostname``: EHLO's counterpart in LMTP (RFC 2033)."""
+
+    _VERB: ClassVar[Verb] = Verb.LHLO
+    keyword: ClassVar[str] = "LHLO"
+
+
+def _check_extra(extra: Mapping[str, str | None]) -> tuple[tuple[str, str | None], ...]:
+    for keyword, value in extra.items():
+        check_esmtp_keyword(keyword)
+        if value is not None:
+            check_esmtp_value(value)
+    return tuple(extra.items())
+
+
+def _render_parameters(parameters: list[tuple[str, str | None]]) -> str:
+    return "".join(f" {k}={v}" if v is not None else f" {k}" for k, v in parameters)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mail(Command):
+    """``MAIL FROM:<sender> [parameters]``: open a mail transaction.
+
+    Args:
+        sender: the reverse path; ``""`` is the null sender ``<>`` (bounces).
+        size: the message size in octets (SIZE, RFC 1870).
+        body: BODY=7BIT, 8BITMIME (RFC 6152) or BINARYMIME (RFC 3030).
+        smtputf8: ask for SMTPUTF8 (RFC 6531); required for a non-ASCII address.
+        ret: DSN RET=FULL or HDRS (RFC 3461).
+        envid: DSN ENVID, sent as xtext.
+        requiretls: REQUIRETLS (RFC 8689).
+        mt_priority: MT-PRIORITY, -9 to 9 (RFC 6710).
+        auth: the AUTH= submitter (RFC 4954 §5), sent as xtext; ``"<>"`` for none.
+        extra: further ESMTP parameters (keyword -> value or None), checked
+            against the RFC 5321 grammar.
+    """
+
+    sender: str
+    size: int | None = None
+    body: BodyType | None = None
+    smtputf8: bool = False
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+    requiretls: bool = False
+    mt_priority: int | None = None
+    auth: str | None = None
+    extra: Mapping[str, str | None] = field(default_factory=dict)
+    mailbox: Mailbox | None = field(init=False, repr=False, compare=False)
+
+    _VERB: ClassVar[Verb] = Verb.MAIL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mailbox", parse_reverse_path(self.sender))
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 0):
+            raise InvalidInputError(f"SIZE must be a non-negative integer, not {self.size!r}")
+        if self.body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
+            raise InvalidInputError(f"BODY must be 7BIT, 8BITMIME or BINARYMIME, not {self.body!r}")
+        if self.ret not in (None, "FULL", "HDRS"):
+            raise InvalidInputError(f"RET must be FULL or HDRS, not {self.ret!r}")
+        if self.envid is not None:
+            check_text(self.envid, "ENVID")
+        if self.auth is not None:
+            check_text(self.auth, "AUTH=")
+        if self.mt_priority is not None and self.mt_priority not in _MT_PRIORITY_RANGE:
+            raise InvalidInputError(f"MT-PRIORITY must be -9..9, not {self.mt_priority!r}")
+        object.__setattr__(self, "extra", dict(_check_extra(self.extra)))
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return self.mailbox is not None and self.mailbox.needs_smtputf8
+
+    @property
+    def parameters(self) -> list[tuple[str, str | None]]:
+        """The ESMTP parameters in the order they are sent."""
+        params: list[tuple[str, str | None]] = []
+        if self.size is not None:
+            params.append(("SIZE", str(self.size)))
+        if self.body is not None:
+            params.append(("BODY", self.body))
+        if self.smtputf8:
+            params.append(("SMTPUTF8", None))
+        if self.ret is not None:
+            params.append(("RET", self.ret))
+        if self.envid is not None:
+            params.append(("ENVID", xtext_encode(self.envid)))
+        if self.requiretls:
+            params.append(("REQUIRETLS", None))
+        if self.mt_priority is not None:
+            params.append(("MT-PRIORITY", str(self.mt_priority)))
+        if self.auth is not None:
+            params.append(("AUTH", "<>" if self.auth == "<>" else xtext_encode(self.auth)))
+        params.extend(self.extra.items())
+        return params
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        path = "" if self.mailbox is None else str(self.mailbox)
+        line = f"MAIL FROM:<{path}>{_render_parameters(self.parameters)}\r\n"
+        return line.encode("utf-8" if smtputf8 else "ascii")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rcpt(Command):
+    """``RCPT TO:<recipient> [parameters]``: add a recipient.
+
+    Args:
+        recipient: the forward path.
+        notify: DSN NOTIFY (RFC 3461): ``"NEVER"`` or a set of SUCCESS, FAILURE, DELAY.
+        orcpt: DSN ORCPT: the original recipient, sent as ``rfc822;`` + xtext
+            (or ``utf-8;`` + xtext when it is not ASCII, RFC 6533).
+        extra: further ESMTP parameters.
+    """
+
+    recipient: str
+    notify: Literal["NEVER"] | frozenset[NotifyCondition] | None = None
+    orcpt: str | None = None
+    extra: Mapping[str, str | None] = field(default_factory=dict)
+    mailbox: Mailbox = field(init=False, repr=False, compare=False)
+
+    _VERB: ClassVar[Verb] = Verb.RCPT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mailbox", parse_mailbox(self.recipient, what="recipient"))
+        if self.notify is not None and self.notify != "NEVER":
+            conditions = frozenset(self.notify)
+            if not conditions or not conditions <= _NOTIFY_CONDITIONS:
+                raise InvalidInputError(
+                    f"NOTIFY must be NEVER or a non-empty set of {sorted(_NOTIFY_CONDITIONS)}"
+                )
+            object.__setattr__(self, "notify", conditions)
+        if self.orcpt is not None:
+            check_text(self.orcpt, "ORCPT")
+        object.__setattr__(self, "extra", dict(_check_extra(self.extra)))
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return self.mailbox.needs_smtputf8
+
+    @property
+    def parameters(self) -> list[tuple[str, str | None]]:
+        params: list[tuple[str, str | None]] = []
+        if self.notify == "NEVER":
+            params.append(("NOTIFY", "NEVER"))
+        elif self.notify is not None:
+            order = ("SUCCESS", "FAILURE", "DELAY")
+            params.append(("NOTIFY", ",".join(c for c in order if c in self.notify)))
+        if self.orcpt is not None:
+            kind = "rfc822" if self.orcpt.isascii() else "utf-8"
+            params.append(("ORCPT", f"{kind};{xtext_encode(self.orcpt)}"))
+        params.extend(self.extra.items())
+        return params
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        line = f"RCPT TO:<{self.mailbox}>{_render_parameters(self.parameters)}\r\n"
+        return line.encode("utf-8" if smtputf8 else "ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Command):
+    """``DATA``: ask to send the content; the server answers 354."""
+
+    _VERB: ClassVar[Verb] = Verb.DATA
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return b"DATA\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData(Command):
+    """A piece of the message content after the 354 (any size, any split).
+
+    The connection dot-stuffs it and normalises line ends; send EndOfData last.
+    """
+
+    data: bytes = field(repr=False)
+
+    _VERB: ClassVar[Verb] = Verb.MESSAGE_DATA
+
+    def transcript_line(self) -> str:
+        return f"<{len(self.data)} octets of content>"
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfData(Command):
+    """The end of the content: the connection adds the ``CRLF.CRLF`` terminator."""
+
+    _VERB: ClassVar[Verb] = Verb.END_OF_DATA
+
+    def transcript_line(self) -> str:
+        return "."
+
+
+@dataclass(frozen=True, slots=True)
+class Bdat(Command):
+    """``BDAT size [LAST]`` followed by exactly that chunk (CHUNKING, RFC 3030)."""
+
+    data: bytes = field(repr=False)
+    last: bool = False
+
+    @property
+    def verb(self) -> Verb:
+        return Verb.BDAT_LAST if self.last else Verb.BDAT
+
+    def header(self) -> bytes:
+        return b"BDAT %d%s\r\n" % (len(self.data), b" LAST" if self.last else b"")
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return self.header() + self.data
+
+    def transcript_line(self) -> str:
+        return self.header().decode("ascii").rstrip("\r\n") + f" <{len(self.data)} octets>"
+
+
+@dataclass(frozen=True, slots=True)
+class Rset(Command):
+    """``RSET``: abort the mail transaction."""
+
+    _VERB: ClassVar[Verb] = Verb.RSET
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return b"RSET\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class _TextCommand(Command):
+    """A command whose one argument is free text: NOOP, VRFY, EXPN, HELP."""
+
+    argument: str = ""
+    _ARGUMENT_REQUIRED: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_text(self.argument, f"{self._VERB.value} argument")
+        if self._ARGUMENT_REQUIRED and not self.argument.strip():
+            raise InvalidInputError(f"{self._VERB.value} needs an argument")
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return _simple_line(self._VERB.value, self.argument, smtputf8)
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return not self.argument.isascii()
+
+
+@dataclass(frozen=True, slots=True)
+class Noop(_TextCommand):
+    """``NOOP [string]``: ask the server to say 250."""
+
+    _VERB: ClassVar[Verb] = Verb.NOOP
+
+
+@dataclass(frozen=True, slots=True)
+class Vrfy(_TextCommand):
+    """``VRFY string``: ask whether a user or mailbox exists."""
+
+    _VERB: ClassVar[Verb] = Verb.VRFY
+    _ARGUMENT_REQUIRED: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Expn(_TextCommand):
+    """``EXPN string``: ask for the members of a mailing list."""
+
+    _VERB: ClassVar[Verb] = Verb.EXPN
+    _ARGUMENT_REQUIRED: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Help(_TextCommand):
+    """``HELP [topic]``."""
+
+    _VERB: ClassVar[Verb] = Verb.HELP
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Command):
+    """``QUIT``: end the session; the server answers 221 and closes."""
+
+    _VERB: ClassVar[Verb] = Verb.QUIT
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return b"QUIT\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS(Command):
+    """``STARTTLS`` (RFC 3207): after the 220, the TLS handshake must follow."""
+
+    _VERB: ClassVar[Verb] = Verb.STARTTLS
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return b"STARTTLS\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Auth(Command):
+    """``AUTH mechanism [initial-response]`` (RFC 4954).
+
+    Args:
+        mechanism: the SASL mechanism name, e.g. ``"PLAIN"``.
+        initial_response: raw bytes to send base64-encoded on the AUTH line
+            (``b""`` is sent as ``=``), or None for none. Never shown in reprs
+            or transcripts.
+    """
+
+    mechanism: str
+    initial_response: bytes | None = field(default=None, repr=False)
+    _VERB: ClassVar[Verb] = Verb.AUTH
+
+    def __post_init__(self) -> None:
+        check_esmtp_keyword(self.mechanism)
+        object.__setattr__(self, "mechanism", self.mechanism.upper())
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        line = b"AUTH " + self.mechanism.encode("ascii")
+        if self.initial_response is not None:
+            response = self.initial_response
+            line += b" " + (base64.b64encode(response) if response else b"=")
+        return line + b"\r\n"
+
+    def without_initial_response(self) -> Auth:
+        """The same AUTH with no initial response (when the line would be too long)."""
+        return Auth(self.mechanism)
+
+    def transcript_line(self) -> str:
+        redacted = " <redacted>" if self.initial_response is not None else ""
+        return f"AUTH {self.mechanism}{redacted}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse(Command):
+    """The answer to a 334 challenge: raw bytes, sent base64-encoded."""
+
+    data: bytes = field(repr=False)
+    _VERB: ClassVar[Verb] = Verb.AUTH_RESPONSE
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return base64.b64encode(self.data) + b"\r\n"
+
+    def transcript_line(self) -> str:
+        return "<redacted>"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCancel(Command):
+    """``*``: abandon the AUTH exchange; the server answers 501."""
+
+    _VERB: ClassVar[Verb] = Verb.AUTH_RESPONSE
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return b"*\r\n"

@@ -1,0 +1,630 @@
+# smtpbee/_connection
+#
+# Connection: the client side of one SMTP (or LMTP) session, with no I/O.
+#
+# Theory of operation
+# -------------------
+# Bytes in, events out; commands in, bytes out:
+#
+#     conn.receive_data(data)      store what the socket gave (b"" = EOF)
+#     conn.next_event()            one event, NEED_DATA, or PAUSED
+#     conn.send(command) -> bytes  what to write for a command
+#
+# The connection never writes on its own: HELO after a refused EHLO, RSET after
+# a failure, the answer to an AUTH challenge — all are the caller's decisions
+# (the session procedures in _procedures.py make the usual ones).
+#
+# Two views of the state. ``state`` is what the server has confirmed. The
+# *projection* is the state the session will reach if every command still
+# awaiting a reply succeeds; ``send`` checks legality against it, which is what
+# makes pipelining (RFC 2920) natural: MAIL, RCPT, RCPT, DATA each fit the
+# state the previous one projects. A success reply does not move the
+# projection; a refusal recomputes it from the confirmed state and the commands
+# still pending, and when those no longer fit (MAIL refused, RCPTs pipelined
+# behind it) the projection is unknown and nothing new may be sent until the
+# pending replies have drained.
+#
+# Replies are matched to the pending commands strictly in order. Each reply is
+# judged against the command it answers (RFC 5321 §4.3.2, by first digit): a
+# 3xx is only meaningful after DATA and during AUTH; a 421 answers anything and
+# means the server is closing; any other 4xx/5xx is an ordinary event. A reply
+# whose state change the table does not know (a 250 to RCPT after MAIL was
+# refused) is a remote protocol error.
+#
+# Failure is absorbing: a RemoteProtocolError from next_event, or send_failed()
+# from the transport, moves the session to ERROR and nothing more can be sent
+# or received, so a late reply can never be paired with a later command. A
+# LocalProtocolError from send leaves everything as it was.
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import deque
+
+from ._commands import (
+    Auth,
+    AuthResponse,
+    Bdat,
+    Command,
+    Data,
+    Mail,
+    MessageData,
+    Rcpt,
+)
+from ._data import DataEncoder
+from ._errors import (
+    InvalidInputError,
+    LocalProtocolError,
+    MessageTooLargeError,
+    RemoteProtocolError,
+    StartTLSInjectionError,
+    UnsupportedExtensionError,
+)
+from ._events import (
+    NEED_DATA,
+    PAUSED,
+    AuthChallengeReceived,
+    ConnectionClosed,
+    Event,
+    GreetingReceived,
+    Phase,
+    ReplyReceived,
+    Sentinel,
+)
+from ._extensions import EMPTY_EXTENSIONS, Extensions
+from ._receivebuffer import ReplyLimits, ReplyReader
+from ._replies import Reply
+from ._state import ALLOWED_COMMANDS, SUCCESS_TRIGGERS, TRANSITIONS, State, Trigger, Verb
+from ._validation import check_command_line
+
+__all__ = ["Connection"]
+
+_V = Verb
+
+# RFC 2920 §3.1: these must end a pipelined group, since what may follow
+# depends on their outcome; so must anything not named as pipelinable.
+_PIPELINABLE = frozenset(
+    {_V.MAIL, _V.RCPT, _V.RSET, _V.BDAT, _V.BDAT_LAST, _V.END_OF_DATA, _V.MESSAGE_DATA}
+)
+
+_PHASES = {
+    _V.MAIL: Phase.MAIL,
+    _V.RCPT: Phase.RCPT,
+    _V.DATA: Phase.DATA_INITIATION,
+    _V.BDAT: Phase.DATA_BLOCK,
+    _V.BDAT_LAST: Phase.DATA_TERMINATION,
+    _V.END_OF_DATA: Phase.DATA_TERMINATION,
+}
+
+_HELLO_VERBS = frozenset({_V.EHLO, _V.HELO, _V.LHLO})
+_AUTH_VERBS = frozenset({_V.AUTH, _V.AUTH_RESPONSE})
+_CONTENT_END_VERBS = frozenset({_V.END_OF_DATA, _V.BDAT_LAST})
+
+
+class _PendingReply:
+    """A command waiting for its reply (or, with LMTP, its replies)."""
+
+    __slots__ = ("command", "replies_left")
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+        self.replies_left: int | None = None
+
+
+class Connection:
+    """The client side of one SMTP or LMTP session, as a state machine.
+
+    Args:
+        lmtp: speak LMTP (RFC 2033): LHLO instead of EHLO, pipelining always
+            on, one reply per accepted recipient after the content.
+        tls: the transport is already encrypted (implicit TLS, RFC 8314).
+        limits: size limits for the server's replies.
+    """
+
+    def __init__(
+        self, *, lmtp: bool = False, tls: bool = False, limits: ReplyLimits | None = None
+    ) -> None:
+        self.lmtp = lmtp
+        self._limits = limits or ReplyLimits()
+        self._reader = ReplyReader(self._limits)
+        self._state = State.GREETING
+        self._projected: State | None = State.GREETING
+        self._pending: deque[_PendingReply] = deque()
+        self._eof = False
+        self._tls = tls
+        self._extensions = EMPTY_EXTENSIONS
+        self._esmtp = False
+        self._authenticated = False
+        # Send side: the transaction being written (may run ahead of replies).
+        self._sent_mail: Mail | None = None
+        self._encoder: DataEncoder | None = None
+        self._content_octets = 0
+        # Reply side: recipients the server accepted in the current transaction.
+        self._accepted: list[str] = []
+        self._accepted_for_content: list[str] = []
+
+    # ------------------------------------------------------------------
+    # What the caller can look at
+    # ------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The state the server's replies have confirmed."""
+        return self._state
+
+    @property
+    def extensions(self) -> Extensions:
+        """What the server advertised in its last EHLO/LHLO reply (empty after HELO)."""
+        return self._extensions
+
+    @property
+    def tls_active(self) -> bool:
+        """Whether the connection is encrypted (implicit TLS or after STARTTLS)."""
+        return self._tls
+
+    @property
+    def esmtp(self) -> bool:
+        """Whether the server accepted EHLO (or LHLO) in this session."""
+        return self._esmtp
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether AUTH succeeded in this session."""
+        return self._authenticated
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether several commands may be sent before their replies."""
+        return self.lmtp or self._extensions.pipelining
+
+    @property
+    def pending(self) -> tuple[Command, ...]:
+        """The commands sent and not yet answered, oldest first."""
+        return tuple(p.command for p in self._pending)
+
+    @property
+    def accepted_recipients(self) -> tuple[str, ...]:
+        """Recipients the server accepted in the current mail transaction."""
+        return tuple(self._accepted)
+
+    @property
+    def waiting_for(self) -> Phase | None:
+        """What a reply is awaited for now (for the timeout), or None if nothing is."""
+        if self._state is State.GREETING:
+            return Phase.GREETING
+        if not self._pending:
+            return None
+        return _PHASES.get(self._pending[0].command.verb, Phase.COMMAND)
+
+    def allowed_commands(self) -> frozenset[Verb]:
+        """The verbs that can be sent right now."""
+        return frozenset(verb for verb in Verb if self.why_not(verb) is None)
+
+    def why_not(self, verb: Verb) -> str | None:
+        """Why a command with this verb cannot be sent now, or None if it can.
+
+        This looks at the state, pipelining and what the server offers; the
+        command's own arguments can still be refused by send().
+        """
+        problem = self._problem(verb)
+        return None if problem is None else str(problem)
+
+    def _problem(self, verb: Verb) -> LocalProtocolError | None:
+        if self._projected is None:
+            return LocalProtocolError(
+                "earlier pipelined commands failed: wait for all their replies first"
+            )
+        allowed = ALLOWED_COMMANDS[self._projected]
+        if verb not in allowed:
+            names = ", ".join(v.value for v in Verb if v in allowed) or "nothing"
+            return LocalProtocolError(
+                f"{verb.value} is not allowed in state {self._projected.name}"
+                f" ({self._projected.value}); allowed: {names}"
+            )
+        if self._pending:
+            last = self._pending[-1].command.verb
+            if not self.pipelining:
+                return LocalProtocolError(
+                    f"the server does not offer PIPELINING: wait for the reply to {last.value}"
+                )
+            if last not in _PIPELINABLE:
+                return LocalProtocolError(f"{last.value} ends a pipelined group: wait for its reply")
+        return self._offer_problem(verb)
+
+    def _offer_problem(self, verb: Verb) -> LocalProtocolError | None:
+        ext = self._extensions
+        if self.lmtp and verb in (_V.EHLO, _V.HELO):
+            return LocalProtocolError("LMTP uses LHLO, not EHLO or HELO")
+        if not self.lmtp and verb is _V.LHLO:
+            return LocalProtocolError("LHLO is only for LMTP")
+        if verb is _V.STARTTLS:
+            if self._tls:
+                return LocalProtocolError("TLS is already active")
+            if not ext.starttls:
+                return UnsupportedExtensionError("the server does not offer STARTTLS")
+        if verb is _V.AUTH:
+            if self._authenticated:
+                return LocalProtocolError("already authenticated (RFC 4954 §4: AUTH only once)")
+            if not ext.auth_mechanisms:
+                return UnsupportedExtensionError("the server does not offer AUTH")
+        if verb in (_V.BDAT, _V.BDAT_LAST) and not ext.chunking:
+            return UnsupportedExtensionError("the server does not offer CHUNKING (BDAT)")
+        if verb is _V.DATA and self._sent_mail is not None and self._sent_mail.body == "BINARYMIME":
+            return LocalProtocolError("BODY=BINARYMIME content must go with BDAT, not DATA")
+        return None
+
+    # ------------------------------------------------------------------
+    # Commands in, bytes out
+    # ------------------------------------------------------------------
+
+    def send(self, command: Command) -> bytes:
+        """Check a command against the session and return its bytes.
+
+        Raises:
+            LocalProtocolError: (or a subclass) if the command is not legal now
+                or not offered by the server; nothing changes.
+        """
+        if self._state is State.ERROR:
+            raise LocalProtocolError("the session ended with an error: nothing more can be sent")
+        problem = self._problem(command.verb)
+        if problem is not None:
+            raise problem
+        if isinstance(command, MessageData):
+            return self._encode_content(command.data)
+        if isinstance(command, Mail):
+            self._check_mail(command)
+        elif isinstance(command, Rcpt):
+            self._check_rcpt(command)
+        elif isinstance(command, Auth):
+            self._check_auth(command)
+        elif isinstance(command, Bdat):
+            self._check_chunk(command.data)
+        elif command.needs_smtputf8 and not self._extensions.smtputf8:
+            raise UnsupportedExtensionError(
+                f"{command.verb.value} with a non-ASCII argument needs SMTPUTF8,"
+                " which the server does not offer"
+            )
+
+        data = self._serialize(command)
+        self._record_sent(command)
+        return data
+
+    def send_all(self, commands: list[Command]) -> bytes:
+        """Send several commands as one pipelined group: all of them, or none.
+
+        If any command is refused, the connection is left exactly as it was,
+        so nothing of the group is half-sent.
+        """
+        saved = (
+            len(self._pending),
+            self._projected,
+            self._sent_mail,
+            self._content_octets,
+        )
+        try:
+            return b"".join([self.send(command) for command in commands])
+        except LocalProtocolError:
+            while len(self._pending) > saved[0]:
+                self._pending.pop()
+            self._projected, self._sent_mail, self._content_octets = saved[1:]
+            raise
+
+    def _serialize(self, command: Command) -> bytes:
+        if command.verb is _V.END_OF_DATA:
+            assert self._encoder is not None
+            return self._encoder.end()
+        # The checks before this one refused every non-ASCII argument that
+        # SMTPUTF8 does not cover; an encoding error here is a user value the
+        # command could not vet (a raw extra parameter).
+        try:
+            data = command.to_bytes(smtputf8=self._extensions.smtputf8)
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"{command.verb.value} has non-ASCII text and the server does not offer SMTPUTF8"
+            ) from exc
+        if not isinstance(command, (Bdat, AuthResponse)):
+            check_command_line(data)
+        return data
+
+    def _record_sent(self, command: Command) -> None:
+        verb = command.verb
+        self._pending.append(_PendingReply(command))
+        if isinstance(command, Mail):
+            self._sent_mail = command
+            self._content_octets = 0
+        elif isinstance(command, Bdat):
+            self._content_octets += len(command.data)
+        if verb in _CONTENT_END_VERBS or verb is _V.RSET or verb in _HELLO_VERBS:
+            self._sent_mail = None
+        trigger = SUCCESS_TRIGGERS.get(verb)
+        if trigger is not None and self._projected is not None:
+            self._projected = TRANSITIONS.get((self._projected, trigger))
+
+    def _check_mail(self, mail: Mail) -> None:
+        ext = self._extensions
+        needs: list[tuple[bool, str]] = [
+            (mail.size is not None, "SIZE"),
+            (mail.body == "8BITMIME", "8BITMIME"),
+            (mail.body == "BINARYMIME", "BINARYMIME"),
+            (mail.body == "BINARYMIME", "CHUNKING"),
+            (mail.smtputf8, "SMTPUTF8"),
+            (mail.ret is not None or mail.envid is not None, "DSN"),
+            (mail.requiretls, "REQUIRETLS"),
+            (mail.mt_priority is not None, "MT-PRIORITY"),
+            (mail.auth is not None, "AUTH"),
+        ]
+        for needed, keyword in needs:
+            if needed and keyword not in ext:
+                raise UnsupportedExtensionError(
+                    f"MAIL parameter needs {keyword}, which the server does not offer"
+                )
+        if mail.needs_smtputf8 and not mail.smtputf8:
+            raise UnsupportedExtensionError(
+                "a non-ASCII sender needs SMTPUTF8"
+                + (" (pass smtputf8=True)" if ext.smtputf8 else ", which the server does not offer")
+            )
+        if mail.requiretls and not self._tls:
+            raise LocalProtocolError("REQUIRETLS can only be used over TLS (RFC 8689)")
+        limit = ext.size_limit
+        if mail.size is not None and limit is not None and mail.size > limit:
+            raise MessageTooLargeError(
+                f"the message is {mail.size} octets; the server accepts at most {limit}"
+            )
+
+    def _check_rcpt(self, rcpt: Rcpt) -> None:
+        if (rcpt.notify is not None or rcpt.orcpt is not None) and not self._extensions.dsn:
+            raise UnsupportedExtensionError("NOTIFY/ORCPT need DSN, which the server does not offer")
+        mail = self._sent_mail
+        if rcpt.needs_smtputf8 and not (mail is not None and mail.smtputf8):
+            raise UnsupportedExtensionError(
+                "a non-ASCII recipient needs a transaction opened with SMTPUTF8"
+            )
+
+    def _check_auth(self, auth: Auth) -> None:
+        if auth.mechanism not in self._extensions.auth_mechanisms:
+            offered = ", ".join(sorted(self._extensions.auth_mechanisms))
+            raise UnsupportedExtensionError(
+                f"the server does not offer AUTH {auth.mechanism} (it offers {offered})"
+            )
+
+    def _check_chunk(self, data: bytes) -> None:
+        mail = self._sent_mail
+        body = mail.body if mail is not None else None
+        eight_bit_ok = body in ("8BITMIME", "BINARYMIME") or (mail is not None and mail.smtputf8)
+        if not eight_bit_ok and not data.isascii():
+            raise InvalidInputError(
+                "the content has 8-bit octets: open the transaction with BODY=8BITMIME"
+                " (or SMTPUTF8)"
+            )
+        limit = self._extensions.size_limit
+        if limit is not None and self._content_octets + len(data) > limit:
+            raise MessageTooLargeError(f"the content exceeds the server's SIZE limit of {limit}")
+
+    def _encode_content(self, data: bytes) -> bytes:
+        if not self._accepted_for_content:
+            raise LocalProtocolError(
+                "no recipient was accepted: end the content at once (EndOfData) and RSET"
+            )
+        self._check_chunk(data)
+        assert self._encoder is not None
+        self._content_octets += len(data)
+        return self._encoder.encode(data)
+
+    def tls_established(self) -> None:
+        """Tell the connection that the TLS handshake after STARTTLS succeeded.
+
+        Everything learned before is forgotten (RFC 3207 §4.2): the extensions
+        must be asked for again with EHLO.
+        """
+        if self._state is not State.TLS_HANDSHAKE:
+            raise LocalProtocolError(f"no TLS handshake is due in state {self._state.name}")
+        if self._reader.buffered:
+            self._fail()
+            raise StartTLSInjectionError(
+                "data arrived before the TLS handshake: possible STARTTLS response injection"
+            )
+        self._fire(Trigger.TLS_ESTABLISHED)
+        self._tls = True
+        self._extensions = EMPTY_EXTENSIONS
+        self._esmtp = False
+        self._authenticated = False
+        self._projected = self._state
+
+    def send_failed(self) -> None:
+        """Tell the connection that bytes from send() could not be written.
+
+        The session is then over: the server's view is unknown.
+        """
+        self._fail()
+
+    # ------------------------------------------------------------------
+    # Bytes in, events out
+    # ------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Store bytes from the server; ``b""`` means the server closed the connection.
+
+        Raises:
+            LocalProtocolError: if called with data after the end of the stream.
+        """
+        if self._eof:
+            if data:
+                raise LocalProtocolError("received data after the end of the stream")
+            return
+        if data:
+            self._reader.feed(data)
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | Sentinel:
+        """The next thing the server said, NEED_DATA, or PAUSED.
+
+        Raises:
+            RemoteProtocolError: the server broke the protocol; the session is
+                over (state ERROR).
+            LocalProtocolError: called after the session ended with an error.
+        """
+        if self._state is State.ERROR:
+            raise LocalProtocolError("the session ended with an error")
+        if self._state is State.CLOSED:
+            return ConnectionClosed()
+        try:
+            return self._next_event()
+        except RemoteProtocolError:
+            self._fail()
+            raise
+
+    def _next_event(self) -> Event | Sentinel:
+        if self._state is State.TLS_HANDSHAKE:
+            if self._reader.buffered:
+                raise StartTLSInjectionError(
+                    "data arrived before the TLS handshake: possible STARTTLS response injection"
+                )
+            return PAUSED
+        head = self._pending[0] if self._pending else None
+        head_verb = head.command.verb if head is not None else None
+        self._reader.line_limit = (
+            self._limits.max_auth_challenge
+            if head_verb in _AUTH_VERBS
+            else self._limits.max_line_length
+        )
+        reply = self._reader.next_reply()
+        if reply is None:
+            if self._eof:
+                return self._closed()
+            return NEED_DATA
+        if self._state is State.GREETING:
+            return self._greeting(reply)
+        if reply.code == 421:
+            unanswered = head.command if head is not None else None
+            self._pending.clear()
+            self._fire(Trigger.SERVICE_CLOSING)
+            self._projected = self._state
+            return ReplyReceived(command=unanswered, reply=reply)
+        if head is None:
+            raise RemoteProtocolError(f"reply {reply.code} arrived with no command pending")
+        return self._answer(head, reply)
+
+    def _closed(self) -> ConnectionClosed:
+        unanswered = self.pending
+        partial = self._reader.buffered > 0
+        self._pending.clear()
+        self._fire(Trigger.CONNECTION_CLOSED)
+        self._projected = self._state
+        return ConnectionClosed(unanswered=unanswered, partial_reply=partial)
+
+    def _greeting(self, reply: Reply) -> GreetingReceived:
+        if reply.code == 220:
+            self._fire(Trigger.GREETING_ACCEPTED)
+        elif reply.code == 421 or reply.is_transient:
+            self._fire(Trigger.SERVICE_CLOSING)
+        elif reply.is_permanent:
+            self._fire(Trigger.GREETING_REFUSED)
+        else:
+            raise RemoteProtocolError(f"the greeting must be 220 or 554, not {reply.code}")
+        self._projected = self._state
+        return GreetingReceived(reply=reply)
+
+    def _answer(self, head: _PendingReply, reply: Reply) -> Event:
+        command = head.command
+        verb = command.verb
+        if reply.is_intermediate and verb not in (_V.DATA, _V.AUTH, _V.AUTH_RESPONSE):
+            raise RemoteProtocolError(f"{reply.code} is not a valid reply to {verb.value}")
+        if verb in _CONTENT_END_VERBS and self.lmtp:
+            return self._lmtp_content_reply(head, reply)
+        self._pending.popleft()
+        trigger = self._trigger_for(verb, reply)
+        if trigger is not None:
+            self._fire(trigger)
+        self._after_reply(command, reply)
+        if not reply.is_success:
+            self._projected = self._project()
+        if reply.is_intermediate and verb is not _V.DATA:
+            return AuthChallengeReceived(reply=reply, challenge=_decode_challenge(reply))
+        return ReplyReceived(command=command, reply=reply)
+
+    def _trigger_for(self, verb: Verb, reply: Reply) -> Trigger | None:
+        if reply.is_success:
+            if verb is _V.DATA:
+                raise RemoteProtocolError(f"{reply.code} to DATA: the server must say 354 first")
+            return SUCCESS_TRIGGERS.get(verb)
+        if reply.is_intermediate:
+            return Trigger.DATA_ACCEPTED if verb is _V.DATA else Trigger.AUTH_CHALLENGED
+        if verb in _AUTH_VERBS:
+            return Trigger.AUTH_ENDED
+        if verb is _V.END_OF_DATA:
+            return Trigger.CONTENT_ANSWERED
+        if verb in (_V.BDAT, _V.BDAT_LAST):
+            return Trigger.BDAT_REFUSED
+        return None
+
+    def _after_reply(self, command: Command, reply: Reply) -> None:
+        verb = command.verb
+        if reply.is_success:
+            if verb in (_V.EHLO, _V.LHLO):
+                self._extensions = Extensions.from_reply(reply)
+                self._esmtp = True
+            elif verb is _V.HELO:
+                self._extensions = EMPTY_EXTENSIONS
+                self._esmtp = False
+            elif verb is _V.MAIL:
+                self._accepted = []
+            elif isinstance(command, Rcpt):
+                self._accepted.append(str(command.mailbox))
+            elif verb in _AUTH_VERBS:
+                self._authenticated = True
+            elif verb is _V.STARTTLS and self._reader.buffered:
+                raise StartTLSInjectionError(
+                    "data arrived after the 220 to STARTTLS, before the TLS handshake:"
+                    " possible STARTTLS response injection"
+                )
+        if verb is _V.DATA and reply.is_intermediate:
+            self._encoder = DataEncoder()
+            self._accepted_for_content = list(self._accepted)
+            self._content_octets = 0
+
+    def _lmtp_content_reply(self, head: _PendingReply, reply: Reply) -> Event:
+        # RFC 2033 §4.2: one reply per recipient accepted, in RCPT order.
+        if head.replies_left is None:
+            head.replies_left = max(1, len(self._accepted))
+        index = max(1, len(self._accepted)) - head.replies_left
+        recipient = self._accepted[index] if self._accepted else None
+        head.replies_left -= 1
+        if head.replies_left == 0:
+            self._pending.popleft()
+            refused_outright = not self._accepted and not reply.is_success
+            if head.command.verb is _V.BDAT_LAST and refused_outright:
+                self._fire(Trigger.BDAT_REFUSED)
+            else:
+                self._fire(Trigger.CONTENT_ANSWERED)
+        return ReplyReceived(command=head.command, reply=reply, recipient=recipient)
+
+    def _fire(self, trigger: Trigger) -> None:
+        new_state = TRANSITIONS.get((self._state, trigger))
+        if new_state is None:
+            raise RemoteProtocolError(
+                f"{trigger.value} makes no sense in state {self._state.name} ({self._state.value})"
+            )
+        self._state = new_state
+
+    def _project(self) -> State | None:
+        state: State | None = self._state
+        for pending in self._pending:
+            trigger = SUCCESS_TRIGGERS.get(pending.command.verb)
+            if trigger is not None and state is not None:
+                state = TRANSITIONS.get((state, trigger))
+        return state
+
+    def _fail(self) -> None:
+        self._state = State.ERROR
+        self._projected = None
+        self._pending.clear()
+
+
+def _decode_challenge(reply: Reply) -> bytes | None:
+    if len(reply.lines) != 1:
+        return None
+    try:
+        return base64.b64decode(reply.lines[0].strip(), validate=True)
+    except binascii.Error:
+        return None
