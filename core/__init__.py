@@ -1,6 +1,196 @@
-"""smtpbee: a sans-I/O SMTP client."""
+"""smtpbee: an SMTP client whose protocol core does no I/O.
 
-from ._errors import *  # noqa: F403
+Bytes in, events out; commands in, bytes out::
+
+    conn = smtpbee.Connection()
+    conn.receive_data(b"220 mx.example ESMTP\\r\\n")
+    conn.next_event()          # GreetingReceived(reply=Reply(code=220, ...))
+    conn.send(smtpbee.Ehlo("client.example"))   # b"EHLO client.example\\r\\n"
+
+The session procedures (ClientSession) turn that into whole sessions for any
+I/O framework; smtpbee.transports drives them over blocking sockets, asyncio
+and trio.
+"""
+
+from ._auth import (
+    MECHANISMS,
+    PASSWORD_MECHANISM_PREFERENCE,
+    AuthenticationIncomplete,
+    CramMD5,
+    InvalidChallengeError,
+    Login,
+    OAuthBearer,
+    Plain,
+    SASLMechanism,
+    ScramMechanism,
+    ScramSHA1,
+    ScramSHA256,
+    XOAuth2,
+    choose_mechanism,
+)
+from ._commands import (
+    Auth,
+    AuthCancel,
+    AuthResponse,
+    Bdat,
+    Command,
+    Data,
+    Ehlo,
+    EndOfData,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTLS,
+    Vrfy,
+)
+from ._connection import Connection
+from ._data import DataEncoder, LineEndingNormalizer, decode_data
+from ._errors import (
+    AuthenticationError,
+    AuthenticationRejected,
+    ConnectionLostError,
+    InsecureAuthenticationError,
+    InvalidInputError,
+    LocalProtocolError,
+    MessageTooLargeError,
+    OutcomeUnknownError,
+    PermanentReplyError,
+    ProtocolError,
+    RemoteProtocolError,
+    ReplyError,
+    SMTPError,
+    SMTPTimeoutError,
+    StartTLSInjectionError,
+    TLSRequiredError,
+    TransientReplyError,
+    UnsupportedExtensionError,
+)
+from ._events import (
+    NEED_DATA,
+    PAUSED,
+    AuthChallengeReceived,
+    ConnectionClosed,
+    Event,
+    GreetingReceived,
+    Phase,
+    ReplyReceived,
+    Sentinel,
+)
+from ._extensions import Extensions
+from ._procedures import (
+    BodyInfo,
+    ClientSession,
+    Procedure,
+    PullBody,
+    Read,
+    Request,
+    SendResult,
+    Timeouts,
+    TLSMode,
+    UpgradeTLS,
+    Write,
+)
+from ._receivebuffer import ReplyLimits
 from ._replies import EnhancedStatus, Reply, ReplyClass
+from ._state import State, Verb, render_state_machine
+from ._validation import Mailbox, parse_mailbox, xtext_decode, xtext_encode
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "MECHANISMS",
+    "NEED_DATA",
+    "PASSWORD_MECHANISM_PREFERENCE",
+    "PAUSED",
+    "Auth",
+    "AuthCancel",
+    "AuthChallengeReceived",
+    "AuthResponse",
+    "AuthenticationError",
+    "AuthenticationIncomplete",
+    "AuthenticationRejected",
+    "Bdat",
+    "BodyInfo",
+    "ClientSession",
+    "Command",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionLostError",
+    "CramMD5",
+    "Data",
+    "DataEncoder",
+    "Ehlo",
+    "EndOfData",
+    "EnhancedStatus",
+    "Event",
+    "Expn",
+    "Extensions",
+    "GreetingReceived",
+    "Helo",
+    "Help",
+    "InsecureAuthenticationError",
+    "InvalidChallengeError",
+    "InvalidInputError",
+    "Lhlo",
+    "LineEndingNormalizer",
+    "LocalProtocolError",
+    "Login",
+    "Mail",
+    "Mailbox",
+    "MessageData",
+    "MessageTooLargeError",
+    "Noop",
+    "OAuthBearer",
+    "OutcomeUnknownError",
+    "PermanentReplyError",
+    "Phase",
+    "Plain",
+    "Procedure",
+    "ProtocolError",
+    "PullBody",
+    "Quit",
+    "Rcpt",
+    "Read",
+    "RemoteProtocolError",
+    "Reply",
+    "ReplyClass",
+    "ReplyError",
+    "ReplyLimits",
+    "ReplyReceived",
+    "Request",
+    "Rset",
+    "SASLMechanism",
+    "SMTPError",
+    "SMTPTimeoutError",
+    "ScramMechanism",
+    "ScramSHA1",
+    "ScramSHA256",
+    "SendResult",
+    "Sentinel",
+    "StartTLS",
+    "StartTLSInjectionError",
+    "State",
+    "TLSMode",
+    "TLSRequiredError",
+    "Timeouts",
+    "TransientReplyError",
+    "UnsupportedExtensionError",
+    "UpgradeTLS",
+    "Verb",
+    "Vrfy",
+    "Write",
+    "XOAuth2",
+    "choose_mechanism",
+    "decode_data",
+    "parse_mailbox",
+    "render_state_machine",
+    "xtext_decode",
+    "xtext_encode",
+]

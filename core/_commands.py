@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import ClassVar, Literal
 
 from ._errors import InvalidInputError
@@ -60,6 +61,23 @@ NotifyCondition = Literal["SUCCESS", "FAILURE", "DELAY"]
 _NOTIFY_CONDITIONS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 # RFC 6710 §3: MT-PRIORITY is an integer from -9 to 9.
 _MT_PRIORITY_RANGE = range(-9, 10)
+# The parameters Mail and Rcpt build from their own fields.
+_MAIL_KEYWORDS = frozenset(
+    {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "REQUIRETLS", "MT-PRIORITY", "AUTH"}
+)
+_RCPT_KEYWORDS = frozenset({"NOTIFY", "ORCPT"})
+
+
+def _utf8_addr_xtext(address: str) -> str:
+    """RFC 6533 §3 utf-8-addr-xtext: "\\x{HEX}" for anything outside QCHAR.
+
+    QCHAR is "!".."~" except "+", "=" and "\\"; the "+HH" of plain xtext has
+    no place in this form.
+    """
+    return "".join(
+        char if "!" <= char <= "~" and char not in "+=\\" else f"\\x{{{ord(char):X}}}"
+        for char in address
+    )
 
 
 class Command:
@@ -132,9 +150,15 @@ class Lhlo(_Hello):
     keyword: ClassVar[str] = "LHLO"
 
 
-def _check_extra(extra: Mapping[str, str | None]) -> tuple[tuple[str, str | None], ...]:
+def _check_extra(
+    extra: Mapping[str, str | None], typed: frozenset[str]
+) -> tuple[tuple[str, str | None], ...]:
     for keyword, value in extra.items():
         check_esmtp_keyword(keyword)
+        # A typed parameter given again as extra would go out twice, and
+        # would slip past the checks made on the typed field (SIZE, BODY...).
+        if keyword.upper() in typed:
+            raise InvalidInputError(f"{keyword} has its own argument: do not pass it in extra")
         if value is not None:
             check_esmtp_value(value)
     return tuple(extra.items())
@@ -178,7 +202,7 @@ class Mail(Command):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mailbox", parse_reverse_path(self.sender))
-        if self.size is not None and (not isinstance(self.size, int) or self.size < 0):
+        if self.size is not None and (type(self.size) is not int or self.size < 0):
             raise InvalidInputError(f"SIZE must be a non-negative integer, not {self.size!r}")
         if self.body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
             raise InvalidInputError(f"BODY must be 7BIT, 8BITMIME or BINARYMIME, not {self.body!r}")
@@ -188,9 +212,14 @@ class Mail(Command):
             check_text(self.envid, "ENVID")
         if self.auth is not None:
             check_text(self.auth, "AUTH=")
-        if self.mt_priority is not None and self.mt_priority not in _MT_PRIORITY_RANGE:
+        # type() rather than isinstance(): True and 1.0 are no priorities.
+        if self.mt_priority is not None and (
+            type(self.mt_priority) is not int or self.mt_priority not in _MT_PRIORITY_RANGE
+        ):
             raise InvalidInputError(f"MT-PRIORITY must be -9..9, not {self.mt_priority!r}")
-        object.__setattr__(self, "extra", dict(_check_extra(self.extra)))
+        object.__setattr__(
+            self, "extra", MappingProxyType(dict(_check_extra(self.extra, _MAIL_KEYWORDS)))
+        )
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -256,7 +285,9 @@ class Rcpt(Command):
             object.__setattr__(self, "notify", conditions)
         if self.orcpt is not None:
             check_text(self.orcpt, "ORCPT")
-        object.__setattr__(self, "extra", dict(_check_extra(self.extra)))
+        object.__setattr__(
+            self, "extra", MappingProxyType(dict(_check_extra(self.extra, _RCPT_KEYWORDS)))
+        )
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -271,8 +302,10 @@ class Rcpt(Command):
             order = ("SUCCESS", "FAILURE", "DELAY")
             params.append(("NOTIFY", ",".join(c for c in order if c in self.notify)))
         if self.orcpt is not None:
-            kind = "rfc822" if self.orcpt.isascii() else "utf-8"
-            params.append(("ORCPT", f"{kind};{xtext_encode(self.orcpt)}"))
+            if self.orcpt.isascii():
+                params.append(("ORCPT", f"rfc822;{xtext_encode(self.orcpt)}"))
+            else:
+                params.append(("ORCPT", f"utf-8;{_utf8_addr_xtext(self.orcpt)}"))
         params.extend(self.extra.items())
         return params
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 from collections import deque
 
 from ._commands import (
@@ -46,7 +47,6 @@ from ._commands import (
     AuthResponse,
     Bdat,
     Command,
-    Data,
     Mail,
     MessageData,
     Rcpt,
@@ -99,6 +99,8 @@ _PHASES = {
 _HELLO_VERBS = frozenset({_V.EHLO, _V.HELO, _V.LHLO})
 _AUTH_VERBS = frozenset({_V.AUTH, _V.AUTH_RESPONSE})
 _CONTENT_END_VERBS = frozenset({_V.END_OF_DATA, _V.BDAT_LAST})
+# The only 3xx replies that mean anything: 354 to DATA, 334 during AUTH.
+_INTERMEDIATE_CODES = {_V.DATA: 354, _V.AUTH: 334, _V.AUTH_RESPONSE: 334}
 
 
 class _PendingReply:
@@ -228,7 +230,9 @@ class Connection:
                     f"the server does not offer PIPELINING: wait for the reply to {last.value}"
                 )
             if last not in _PIPELINABLE:
-                return LocalProtocolError(f"{last.value} ends a pipelined group: wait for its reply")
+                return LocalProtocolError(
+                    f"{last.value} ends a pipelined group: wait for its reply"
+                )
         return self._offer_problem(verb)
 
     def _offer_problem(self, verb: Verb) -> LocalProtocolError | None:
@@ -295,18 +299,17 @@ class Connection:
         If any command is refused, the connection is left exactly as it was,
         so nothing of the group is half-sent.
         """
-        saved = (
-            len(self._pending),
-            self._projected,
-            self._sent_mail,
-            self._content_octets,
-        )
+        pending = len(self._pending)
+        # The encoder remembers where a line starts: content encoded for a
+        # group that is then dropped must not shift where the next dot is
+        # stuffed, or a "." line could end the content early.
+        saved = (self._projected, self._sent_mail, self._content_octets, copy.copy(self._encoder))
         try:
             return b"".join([self.send(command) for command in commands])
         except LocalProtocolError:
-            while len(self._pending) > saved[0]:
+            while len(self._pending) > pending:
                 self._pending.pop()
-            self._projected, self._sent_mail, self._content_octets = saved[1:]
+            self._projected, self._sent_mail, self._content_octets, self._encoder = saved
             raise
 
     def _serialize(self, command: Command) -> bytes:
@@ -314,14 +317,8 @@ class Connection:
             assert self._encoder is not None
             return self._encoder.end()
         # The checks before this one refused every non-ASCII argument that
-        # SMTPUTF8 does not cover; an encoding error here is a user value the
-        # command could not vet (a raw extra parameter).
-        try:
-            data = command.to_bytes(smtputf8=self._extensions.smtputf8)
-        except UnicodeEncodeError as exc:
-            raise InvalidInputError(
-                f"{command.verb.value} has non-ASCII text and the server does not offer SMTPUTF8"
-            ) from exc
+        # SMTPUTF8 does not cover, so the encoding cannot fail.
+        data = command.to_bytes(smtputf8=self._extensions.smtputf8)
         if not isinstance(command, (Bdat, AuthResponse)):
             check_command_line(data)
         return data
@@ -373,7 +370,9 @@ class Connection:
 
     def _check_rcpt(self, rcpt: Rcpt) -> None:
         if (rcpt.notify is not None or rcpt.orcpt is not None) and not self._extensions.dsn:
-            raise UnsupportedExtensionError("NOTIFY/ORCPT need DSN, which the server does not offer")
+            raise UnsupportedExtensionError(
+                "NOTIFY/ORCPT need DSN, which the server does not offer"
+            )
         mail = self._sent_mail
         if rcpt.needs_smtputf8 and not (mail is not None and mail.smtputf8):
             raise UnsupportedExtensionError(
@@ -528,7 +527,7 @@ class Connection:
     def _answer(self, head: _PendingReply, reply: Reply) -> Event:
         command = head.command
         verb = command.verb
-        if reply.is_intermediate and verb not in (_V.DATA, _V.AUTH, _V.AUTH_RESPONSE):
+        if reply.is_intermediate and reply.code != _INTERMEDIATE_CODES.get(verb):
             raise RemoteProtocolError(f"{reply.code} is not a valid reply to {verb.value}")
         if verb in _CONTENT_END_VERBS and self.lmtp:
             return self._lmtp_content_reply(head, reply)
@@ -597,6 +596,9 @@ class Connection:
                 self._fire(Trigger.BDAT_REFUSED)
             else:
                 self._fire(Trigger.CONTENT_ANSWERED)
+            # A refusal may leave the state off the projected path (BDAT LAST
+            # refused after every RCPT was): project again from what is known.
+            self._projected = self._project()
         return ReplyReceived(command=head.command, reply=reply, recipient=recipient)
 
     def _fire(self, trigger: Trigger) -> None:

@@ -53,7 +53,9 @@ class ProtocolError(SMTPError):
 
     def __init__(self, *args: Any) -> None:
         if type(self) is ProtocolError:
-            raise TypeError("ProtocolError is abstract; raise LocalProtocolError or RemoteProtocolError")
+            raise TypeError(
+                "ProtocolError is abstract; raise LocalProtocolError or RemoteProtocolError"
+            )
         super().__init__(*args)
 
 
@@ -118,7 +120,11 @@ class ReplyError(SMTPError):
         return self.reply.code
 
     def _describe(self) -> str:
-        where = f" to {self.command}" if self.command else (f" during {self.phase}" if self.phase else "")
+        where = (
+            f" to {self.command}"
+            if self.command
+            else (f" during {self.phase}" if self.phase else "")
+        )
         return f"{self.reply.code}{where}: {self.reply.printable_text}"
 
 

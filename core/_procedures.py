@@ -37,10 +37,11 @@
 # replies turned into typed errors.
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 from ._auth import SASLMechanism, choose_mechanism
 from ._commands import (
@@ -72,6 +73,7 @@ from ._errors import (
     ConnectionLostError,
     InsecureAuthenticationError,
     InvalidInputError,
+    LocalProtocolError,
     OutcomeUnknownError,
     RemoteProtocolError,
     ReplyError,
@@ -94,6 +96,7 @@ from ._extensions import Extensions
 from ._receivebuffer import ReplyLimits
 from ._replies import Reply
 from ._state import State
+from ._validation import parse_reverse_path
 
 __all__ = [
     "BodyInfo",
@@ -103,8 +106,8 @@ __all__ = [
     "Read",
     "Request",
     "SendResult",
-    "Timeouts",
     "TLSMode",
+    "Timeouts",
     "UpgradeTLS",
     "Write",
 ]
@@ -180,7 +183,7 @@ class Timeouts:
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"timeout {name} must be a positive number, not {value!r}")
 
     def for_phase(self, phase: Phase) -> float:
@@ -278,11 +281,16 @@ class ClientSession:
         if self._transcript is not None:
             self._transcript(direction, line)
 
-    def _write(self, data: bytes, phase: Phase) -> Procedure:
+    def _write(self, data: bytes, phase: Phase, *, ends_content: bool = False) -> Procedure:
         try:
             yield Write(data, phase, self.timeouts.for_phase(phase))
-        except (SMTPTimeoutError, ConnectionLostError):
+        except (SMTPTimeoutError, ConnectionLostError) as exc:
             self.conn.send_failed()
+            if ends_content:
+                # Some or all of the terminator may have reached the server.
+                raise OutcomeUnknownError(
+                    f"{exc} while ending the content: the message may have been accepted"
+                ) from exc
             raise
 
     def _event(self) -> Procedure:
@@ -335,6 +343,14 @@ class ClientSession:
                     " the message may have been accepted"
                 ) from error
             raise error
+        if (
+            isinstance(event, ReplyReceived)
+            and event.reply.code == 421
+            and not isinstance(event.command, Quit)
+        ):
+            # The server is closing: whatever was asked, nothing more can follow.
+            command = event.command.transcript_line() if event.command is not None else None
+            raise reply_error(event.reply, command=command, phase="service closing")
         return event
 
     def _send(self, commands: Sequence[Command]) -> Procedure:
@@ -342,7 +358,11 @@ class ClientSession:
         for command in commands:
             self._log("C", command.transcript_line())
         content = any(isinstance(c, MessageData | Bdat | EndOfData) for c in commands)
-        yield from self._write(data, Phase.DATA_BLOCK if content else Phase.COMMAND)
+        ends_content = any(
+            isinstance(c, EndOfData) or (isinstance(c, Bdat) and c.last) for c in commands
+        )
+        phase = Phase.DATA_BLOCK if content else Phase.COMMAND
+        yield from self._write(data, phase, ends_content=ends_content)
 
     def command(self, command: Command) -> Procedure:
         """Send one command and return its reply (a Reply; refusals included)."""
@@ -378,7 +398,7 @@ class ClientSession:
         if isinstance(event, ConnectionClosed):
             raise ConnectionLostError("the server closed the connection before its greeting")
         self.greeting = event.reply
-        if not event.reply.code == 220:
+        if event.reply.code != 220:
             if self.conn.state is State.REFUSED:
                 yield from self._quit_quietly()
             raise reply_error(event.reply, phase="greeting")
@@ -402,11 +422,11 @@ class ClientSession:
         reply = yield from self.command(Ehlo(self.local_hostname))
         if reply.is_success:
             return reply
-        if self.tls_mode is not TLSMode.NONE and self.tls_mode is not TLSMode.IMPLICIT:
-            if not self.conn.tls_active and self.tls_mode is TLSMode.STARTTLS:
-                raise TLSRequiredError(
-                    f"the server refused EHLO ({reply.code}), so it cannot offer STARTTLS"
-                )
+        if self.tls_mode is TLSMode.STARTTLS and not self.conn.tls_active:
+            yield from self._quit_quietly()
+            raise TLSRequiredError(
+                f"the server refused EHLO ({reply.code}), so it cannot offer STARTTLS"
+            )
         return (yield from self._checked(Helo(self.local_hostname), "HELO"))
 
     def starttls(self) -> Procedure:
@@ -420,7 +440,12 @@ class ClientSession:
             raise TLSRequiredError(f"the server refused STARTTLS: {reply}")
         if self.conn.next_event() is not PAUSED:  # pragma: no cover - the state table forbids it
             raise RemoteProtocolError("STARTTLS accepted but the session did not pause")
-        self.tls_verified = bool((yield UpgradeTLS()))
+        try:
+            self.tls_verified = bool((yield UpgradeTLS()))
+        except BaseException:
+            # A failed handshake leaves the stream in an unknown state.
+            self.conn.send_failed()
+            raise
         self.conn.tls_established()
         self._log("C", "<TLS handshake done>")
         return (yield from self.hello())
@@ -429,9 +454,7 @@ class ClientSession:
     # AUTH
     # ------------------------------------------------------------------
 
-    def authenticate(
-        self, mechanism: SASLMechanism, *, allow_insecure: bool = False
-    ) -> Procedure:
+    def authenticate(self, mechanism: SASLMechanism, *, allow_insecure: bool = False) -> Procedure:
         """Run one SASL exchange. Returns the 235 reply.
 
         Raises:
@@ -479,8 +502,10 @@ class ClientSession:
             raise reply_error(reply, command=auth.transcript_line(), phase=phase)
 
     def _cancel_auth(self) -> Procedure:
+        """Cancel with "*", read the 501, and end the session: the server broke SASL."""
         yield from self._send([AuthCancel()])
         yield from self._reply()
+        self.conn.send_failed()
 
     def login(
         self,
@@ -527,12 +552,19 @@ class ClientSession:
             LocalProtocolError: bad input; nothing was sent.
             OutcomeUnknownError: the connection failed after the content.
         """
-        recipients = list(recipients)
+        # A recipient named twice would get two RCPTs but one entry in the
+        # result, and LMTP would then answer more often than counted.
+        recipients = list(dict.fromkeys(recipients))
         if not recipients:
             raise InvalidInputError("at least one recipient is needed")
         ext = self.conn.extensions
         rcpts = [Rcpt(recipient=r, **dict(rcpt_options or {})) for r in recipients]
-        needs_utf8 = smtputf8 or any(r.needs_smtputf8 for r in rcpts)
+        sender_path = parse_reverse_path(sender)
+        needs_utf8 = (
+            smtputf8
+            or (sender_path is not None and sender_path.needs_smtputf8)
+            or any(r.needs_smtputf8 for r in rcpts)
+        )
         mail_args: dict[str, Any] = dict(mail_options or {})
         mail_args.setdefault("smtputf8", needs_utf8)
         if body.binary:
@@ -609,7 +641,13 @@ class ClientSession:
             chunk = yield PullBody()
             if not chunk:
                 break
-            yield from self._send([MessageData(chunk)])
+            try:
+                yield from self._send([MessageData(chunk)])
+            except LocalProtocolError:
+                # Ending the content now would deliver a truncated message,
+                # and DATA has no other way out: the session must die.
+                self.conn.send_failed()
+                raise
         yield from self._send([EndOfData()])
         return (yield from self._final_replies(result, "DATA"))
 
@@ -632,7 +670,12 @@ class ClientSession:
                 return result
             data, last = yield from self._next_chunk(normalizer)
             chunk = Bdat(data, last=last)
-            reply = yield from self.command(chunk)
+            try:
+                reply = yield from self.command(chunk)
+            except LocalProtocolError:
+                # Nothing of the chunk went out: abandon the transaction.
+                yield from self._reset()
+                raise
 
     def _final_replies(self, result: SendResult, phase: str) -> Procedure:
         first = (yield from self._reply()).reply
@@ -677,9 +720,11 @@ class ClientSession:
         return b"".join(parts), False
 
     def _reset(self) -> Procedure:
-        """RSET after a failed transaction, unless the session is already over."""
-        if self.conn.state in (State.CLOSING, State.CLOSED, State.ERROR):
-            return
+        """RSET after a failed transaction.
+
+        Only reached while the session is alive: a 421, a closed connection
+        or an I/O error has already raised out of _reply.
+        """
         yield from self.command(Rset())
 
     # ------------------------------------------------------------------
@@ -706,10 +751,8 @@ class ClientSession:
         return (yield from self.command(Quit()))
 
     def _quit_quietly(self) -> Procedure:
-        try:
+        with contextlib.suppress(SMTPError):
             yield from self.command(Quit())
-        except SMTPError:
-            pass
 
 
 def _envelope_failure(mail: Mail, mail_reply: Reply, result: SendResult) -> ReplyError | None:

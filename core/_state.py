@@ -123,6 +123,8 @@ def _build_transitions() -> dict[tuple[State, Trigger], State]:
         (_S.READY, _T.STARTTLS_ACCEPTED): _S.TLS_HANDSHAKE,
         (_S.READY, _T.AUTH_CHALLENGED): _S.AUTH,
         (_S.READY, _T.AUTH_ENDED): _S.READY,
+        # A BDAT pipelined behind a refused MAIL is refused too: nothing is open.
+        (_S.READY, _T.BDAT_REFUSED): _S.READY,
         (_S.AUTH, _T.AUTH_CHALLENGED): _S.AUTH,
         (_S.AUTH, _T.AUTH_ENDED): _S.READY,
         (_S.TLS_HANDSHAKE, _T.TLS_ESTABLISHED): _S.CONNECTED,
@@ -227,9 +229,7 @@ def render_state_machine(fmt: str = "text") -> str:
         return "\n".join(lines) + "\n"
     if fmt == "dot":
         lines = ["digraph smtp_client {", "    rankdir=LR;", "    node [shape=box];"]
-        lines += [
-            f'    {s.name} -> {d.name} [label="{t.value}"];' for s, t, d in edges
-        ]
+        lines += [f'    {s.name} -> {d.name} [label="{t.value}"];' for s, t, d in edges]
         lines.append("}")
         return "\n".join(lines) + "\n"
     raise ValueError(f"unknown format {fmt!r}: choose text, mermaid or dot")

@@ -1,0 +1,472 @@
+# tests/test_servers: proof that the test servers behave as the other tests assume.
+#
+# The client here is the standard library's smtplib (or a raw socket where smtplib cannot
+# pipeline), so a failure points at the servers, not at smtpbee.
+"""Tests of the aiosmtpd, scripted and Postfix servers in tests/servers.py."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Callable
+
+import pytest
+from conftest import AUTH_USERS, AiosmtpdFactory, ScriptedFactory
+from servers import (
+    AiosmtpdServer,
+    LoopbackCA,
+    PostfixServer,
+    ScriptedServer,
+    TLSAiosmtpdServer,
+    close,
+    drip,
+    expect,
+    expect_bdat,
+    expect_bytes,
+    expect_close,
+    expect_data,
+    expect_lines,
+    expect_silence,
+    reset,
+    send,
+    send_then_close,
+    sleep,
+    starttls,
+)
+
+__all__: list[str] = []
+
+CLIENT_NAME = "client.test"  # smtplib would otherwise ask DNS for our FQDN
+MESSAGE = (
+    b"From: a@client.test\r\n"
+    b"To: b@example.test\r\n"
+    b"Subject: servers\r\n"
+    b"\r\n"
+    b".leading dot is stuffed on the wire\r\n"
+    b"\xc3\xa9 8-bit line\r\n"
+)
+
+
+def connect(server: AiosmtpdServer | ScriptedServer, timeout: float = 5.0) -> smtplib.SMTP:
+    return smtplib.SMTP(server.host, server.port, local_hostname=CLIENT_NAME, timeout=timeout)
+
+
+def recv_line(sock: socket.socket) -> bytes:
+    # A test client's bounded line reader: at most 1000 single-byte reads.
+    line = b""
+    while not line.endswith(b"\n") and len(line) < 1000:
+        byte = sock.recv(1)
+        if not byte:
+            break
+        line += byte
+    return line
+
+
+# -- aiosmtpd ----------------------------------------------------------------------------
+
+
+def test_aiosmtpd_records_the_message_as_received(aiosmtpd_server: AiosmtpdServer) -> None:
+    with connect(aiosmtpd_server) as client:
+        refused = client.sendmail("a@client.test", ["b@example.test"], MESSAGE, ["BODY=8BITMIME"])
+    assert refused == {}
+    [message] = aiosmtpd_server.messages
+    assert message.mail_from == "a@client.test"
+    assert message.rcpt_tos == ["b@example.test"]
+    assert message.content == MESSAGE
+    assert "BODY=8BITMIME" in message.mail_options
+    assert message.tls is False
+    assert message.auth_login is None
+    assert message.ehlo_name == CLIENT_NAME
+    assert aiosmtpd_server.connections == 1
+
+
+def test_aiosmtpd_accepts_smtputf8(aiosmtpd_server: AiosmtpdServer) -> None:
+    with connect(aiosmtpd_server) as client:
+        client.ehlo()
+        assert client.has_extn("smtputf8")
+        client.sendmail("j\u00f6rg@client.test", ["b@example.test"], MESSAGE, ["SMTPUTF8"])
+    assert aiosmtpd_server.messages[0].mail_from == "j\u00f6rg@client.test"
+
+
+def test_aiosmtpd_refuses_listed_recipients(aiosmtpd_server: AiosmtpdServer) -> None:
+    aiosmtpd_server.reject_recipients.add("bad@example.test")
+    with connect(aiosmtpd_server) as client:
+        refused = client.sendmail(
+            "a@client.test", ["bad@example.test", "good@example.test"], MESSAGE
+        )
+    assert refused["bad@example.test"][0] == 550
+    assert refused["bad@example.test"][1].startswith(b"5.1.1")
+    assert aiosmtpd_server.messages[0].rcpt_tos == ["good@example.test"]
+
+
+def test_aiosmtpd_refuses_the_message_on_demand(aiosmtpd_server: AiosmtpdServer) -> None:
+    aiosmtpd_server.reject_message = True
+    with connect(aiosmtpd_server) as client, pytest.raises(smtplib.SMTPDataError) as caught:
+        client.sendmail("a@client.test", ["b@example.test"], MESSAGE)
+    assert caught.value.smtp_code == 554
+    reply_text = caught.value.smtp_error
+    assert isinstance(reply_text, bytes) and reply_text.startswith(b"5.6.0")
+    assert aiosmtpd_server.messages == []
+    assert aiosmtpd_server.rejected[0].content == MESSAGE
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_aiosmtpd_authenticates_known_users(
+    aiosmtpd_server: AiosmtpdServer, mechanism: str
+) -> None:
+    with connect(aiosmtpd_server) as client:
+        client.ehlo()
+        client.user, client.password = "alice", AUTH_USERS["alice"]
+        method = client.auth_plain if mechanism == "PLAIN" else client.auth_login
+        code, _ = client.auth(mechanism, method, initial_response_ok=mechanism == "PLAIN")
+        assert code == 235
+        client.sendmail("a@client.test", ["b@example.test"], MESSAGE)
+    assert aiosmtpd_server.messages[0].auth_login == "alice"
+
+
+def test_aiosmtpd_takes_utf8_passwords(aiosmtpd_server: AiosmtpdServer) -> None:
+    # smtplib cannot encode a non-ASCII password, so the PLAIN response is built here.
+    token = base64.b64encode(b"\0bob\0" + AUTH_USERS["bob"].encode()).decode()
+    with connect(aiosmtpd_server) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", f"PLAIN {token}")[0] == 235
+
+
+def test_aiosmtpd_refuses_a_wrong_password(aiosmtpd_server: AiosmtpdServer) -> None:
+    with connect(aiosmtpd_server) as client, pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login("alice", "not-the-password")
+
+
+def test_starttls_server_verifies_with_the_test_ca(
+    aiosmtpd_starttls_server: TLSAiosmtpdServer,
+) -> None:
+    server = aiosmtpd_starttls_server
+    with connect(server) as client:
+        client.ehlo()
+        assert client.has_extn("starttls")
+        assert not client.has_extn("auth")  # only offered once encrypted
+        client.starttls(context=server.client_context)
+        client.ehlo()
+        client.login("alice", AUTH_USERS["alice"])
+        client.sendmail("a@client.test", ["b@example.test"], MESSAGE)
+    assert server.messages[0].tls is True
+    assert server.messages[0].auth_login == "alice"
+    assert server.cafile.endswith(".pem")
+
+
+def test_starttls_server_can_require_tls(aiosmtpd_factory: AiosmtpdFactory) -> None:
+    server = aiosmtpd_factory(tls_mode="starttls", require_starttls=True)
+    with connect(server) as client:
+        client.ehlo()
+        code, _ = client.mail("a@client.test")
+    assert code == 530
+
+
+def test_starttls_certificate_fails_without_the_ca(
+    aiosmtpd_starttls_server: TLSAiosmtpdServer,
+) -> None:
+    with connect(aiosmtpd_starttls_server) as client, pytest.raises(ssl.SSLCertVerificationError):
+        client.starttls(context=ssl.create_default_context(cafile=None, cadata=None))
+
+
+def test_implicit_tls_server(aiosmtpd_implicit_tls_server: TLSAiosmtpdServer) -> None:
+    server = aiosmtpd_implicit_tls_server
+    with smtplib.SMTP_SSL(
+        server.host, server.port, local_hostname=CLIENT_NAME, context=server.client_context
+    ) as client:
+        client.login("alice", AUTH_USERS["alice"])
+        client.sendmail("a@client.test", ["b@example.test"], MESSAGE)
+    assert server.messages[0].tls is True
+    assert server.messages[0].auth_login == "alice"
+
+
+@pytest.mark.parametrize("name", ["localhost", "127.0.0.1", "::1"])
+def test_trust_ca_certificate_names_the_loopback(trust_ca: LoopbackCA, name: str) -> None:
+    assert _handshake(trust_ca, name) == "TLSv1.3"
+
+
+def test_trust_ca_certificate_names_nothing_else(trust_ca: LoopbackCA) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(trust_ca, "example.test")
+
+
+def _handshake(ca: LoopbackCA, server_hostname: str) -> str | None:
+    # Both ends of a TLS handshake over a socket pair, stepped by hand (bounded).
+    server_side, client_side = socket.socketpair()
+    with (
+        ca.server_context().wrap_socket(
+            server_side, server_side=True, do_handshake_on_connect=False
+        ) as server_tls,
+        ca.client_context().wrap_socket(
+            client_side, server_hostname=server_hostname, do_handshake_on_connect=False
+        ) as client_tls,
+    ):
+        server_tls.setblocking(False)
+        client_tls.setblocking(False)
+        pending = [client_tls, server_tls]
+        for _ in range(1000):
+            for sock in list(pending):
+                try:
+                    sock.do_handshake()
+                    pending.remove(sock)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+            if not pending:
+                break
+            time.sleep(0.001)
+        return client_tls.version()
+
+
+# -- scripted server ---------------------------------------------------------------------
+
+GREETING = send(b"220 scripted ESMTP\r\n")
+EHLO_REPLY = send(b"250-scripted\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n")
+
+
+def test_scripted_server_round_trip_with_smtplib(scripted_server: ScriptedFactory) -> None:
+    server = scripted_server(
+        [
+            GREETING,
+            expect(b"EHLO " + CLIENT_NAME.encode()),
+            EHLO_REPLY,
+            expect(b"MAIL FROM:<a@client.test>"),
+            send(b"250 2.1.0 ok\r\n"),
+            expect(b"RCPT TO:<b@example.test>"),
+            send(b"250 2.1.5 ok\r\n"),
+            expect(b"DATA"),
+            send(b"354 go\r\n"),
+            expect_data(),
+            send(b"250 2.0.0 queued\r\n"),
+            expect(b"QUIT"),
+            send(b"221 bye\r\n"),
+        ]
+    )
+    with connect(server) as client:
+        client.sendmail("a@client.test", ["b@example.test"], MESSAGE)
+    server.join()
+    assert server.data_bodies == [MESSAGE.replace(b"\r\n.", b"\r\n..")]
+    assert server.round_trips == 6
+    assert [len(group) for group in server.received_groups] == [1, 1, 1, 1, 1, 1]
+    assert server.unconsumed == b""
+
+
+def test_scripted_server_groups_what_arrives_between_replies(
+    scripted_server: ScriptedFactory,
+) -> None:
+    # A pipelining client: MAIL, RCPT, RCPT and BDAT LAST in one write, one reply batch.
+    server = scripted_server(
+        [
+            GREETING,
+            expect(b"EHLO"),
+            EHLO_REPLY,
+            expect(b"MAIL FROM:"),
+            expect_lines(2),
+            expect_bdat(),
+            send(b"250 ok\r\n250 ok\r\n250 ok\r\n250 queued\r\n"),
+            expect(b"BDAT 3"),
+            expect_bytes(3),
+            send_then_close(b"250 done\r\n"),
+        ]
+    )
+    batch = (
+        b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nBDAT 5 LAST\r\nhello"
+    )
+    with socket.create_connection(server.address, timeout=5) as sock:
+        assert recv_line(sock).startswith(b"220")
+        sock.sendall(b"EHLO client.test\r\n")
+        replies = [recv_line(sock) for _ in range(4)]
+        assert replies[-1] == b"250 8BITMIME\r\n"
+        sock.sendall(batch)
+        assert [recv_line(sock)[:3] for _ in range(4)] == [b"250"] * 4
+        sock.sendall(b"BDAT 3\r\nabc")
+        assert recv_line(sock) == b"250 done\r\n"
+        assert recv_line(sock) == b""  # the server closed
+    server.join()
+    assert server.round_trips == 3
+    assert server.received_groups[1] == [
+        b"MAIL FROM:<a@x.test>\r\n",
+        b"RCPT TO:<b@x.test>\r\n",
+        b"RCPT TO:<c@x.test>\r\n",
+        b"BDAT 5 LAST\r\n",
+        b"hello",
+    ]
+    assert server.bdat_chunks == [(b"hello", True)]
+    assert server.chunks == [b"hello", b"abc"]
+    assert server.transcript[0] == ("S", b"220 scripted ESMTP\r\n")
+
+
+def test_scripted_server_surfaces_a_wrong_line(scripted_server: ScriptedFactory) -> None:
+    server = scripted_server([GREETING, expect(b"HELO"), send(b"250 ok\r\n")])
+    with connect(server) as client, pytest.raises(smtplib.SMTPServerDisconnected):
+        client.ehlo()
+    with pytest.raises(AssertionError, match="expected a line starting with b'HELO'"):
+        server.join()
+    server.join()  # raised once; a second join (and the teardown) is quiet
+
+
+def test_scripted_server_surfaces_a_timeout(scripted_server: ScriptedFactory) -> None:
+    server = scripted_server([GREETING, expect(b"EHLO")], timeout=0.3)
+    with socket.create_connection(server.address, timeout=5) as sock:
+        assert recv_line(sock).startswith(b"220")
+        with pytest.raises(TimeoutError, match="waiting for a line"):
+            server.join()
+
+
+def test_scripted_server_reports_a_script_the_test_left_unfinished() -> None:
+    server = ScriptedServer([GREETING, expect(b"EHLO")]).start()
+    with socket.create_connection(server.address, timeout=5) as sock:
+        assert recv_line(sock).startswith(b"220")
+        started = time.monotonic()
+        with pytest.raises(AssertionError, match="still at step 1"):
+            server.stop(grace=0.1)
+        assert time.monotonic() - started < 2
+
+
+def test_scripted_server_reports_no_client() -> None:
+    server = ScriptedServer([GREETING], timeout=0.2).start()
+    with pytest.raises(TimeoutError, match="no client connected"):
+        server.join()
+    server.stop()
+
+
+def test_scripted_server_refuses_bare_lf(scripted_server: ScriptedFactory) -> None:
+    server = scripted_server([GREETING, expect(b"EHLO")])
+    with socket.create_connection(server.address, timeout=5) as sock:
+        recv_line(sock)
+        sock.sendall(b"EHLO x\n")
+        with pytest.raises(AssertionError, match="bare LF"):
+            server.join()
+
+
+def test_scripted_server_starttls(scripted_server: ScriptedFactory, trust_ca: LoopbackCA) -> None:
+    server = scripted_server(
+        [
+            GREETING,
+            expect(b"EHLO"),
+            send(b"250-scripted\r\n250 STARTTLS\r\n"),
+            expect(b"STARTTLS"),
+            send(b"220 go ahead\r\n"),
+            starttls(trust_ca.server_context()),
+            expect(b"EHLO"),
+            send(b"250 scripted\r\n"),
+            expect(b"QUIT"),
+            send(b"221 bye\r\n"),
+        ]
+    )
+    with connect(server) as client:
+        client.starttls(context=trust_ca.client_context())
+        assert client.ehlo()[0] == 250
+    server.join()
+    assert server.lines[-2:] == [b"ehlo client.test\r\n", b"QUIT\r\n"]  # smtplib spelling
+
+
+def test_scripted_server_implicit_tls_failure_is_tolerated_on_request(
+    scripted_server: ScriptedFactory, trust_ca: LoopbackCA
+) -> None:
+    server = scripted_server([starttls(trust_ca.server_context(), allow_failure=True), GREETING])
+    untrusting = ssl.create_default_context(cafile=None)
+    with (
+        socket.create_connection(server.address, timeout=5) as sock,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        untrusting.wrap_socket(sock, server_hostname="localhost")
+    server.join()
+    assert server.tls_error is not None
+
+
+def test_scripted_server_silence_close_and_drip(scripted_server: ScriptedFactory) -> None:
+    server = scripted_server(
+        [drip(b"220 slow\r\n", 0.001), expect_silence(0.1), sleep(0.01), expect_close()]
+    )
+    with socket.create_connection(server.address, timeout=5) as sock:
+        assert recv_line(sock) == b"220 slow\r\n"
+        time.sleep(0.15)
+        sock.sendall(b"QUIT\r\n")
+    server.join()
+    assert server.peer_closed
+    assert server.received_groups == [[b"QUIT\r\n"]]
+
+
+def test_scripted_server_notices_a_client_that_does_not_wait(
+    scripted_server: ScriptedFactory,
+) -> None:
+    server = scripted_server([GREETING, expect(b"DATA"), expect_silence(2)])
+    with socket.create_connection(server.address, timeout=5) as sock:
+        recv_line(sock)
+        sock.sendall(b"DATA\r\nSubject: early\r\n")
+        with pytest.raises(AssertionError, match="should have waited"):
+            server.join()
+
+
+def test_scripted_server_reset_and_close(scripted_server: ScriptedFactory) -> None:
+    resetting = scripted_server([GREETING, expect(b"EHLO"), reset()])
+    closing = scripted_server([send(b"554 go away\r\n"), close(), close()])
+    with socket.create_connection(resetting.address, timeout=5) as sock:
+        recv_line(sock)
+        sock.sendall(b"EHLO x\r\n")
+        resetting.join()
+        with pytest.raises(ConnectionResetError):
+            sock.recv(10)
+    with socket.create_connection(closing.address, timeout=5) as sock:
+        assert recv_line(sock) == b"554 go away\r\n"
+        assert sock.recv(10) == b""
+    closing.join()
+
+
+# -- Postfix -----------------------------------------------------------------------------
+
+
+def _message_with_id(message_id: str) -> bytes:
+    return (
+        f"From: a@client.test\r\nTo: x@example.test\r\nSubject: postfix\r\n"
+        f"Message-ID: <{message_id}>\r\n\r\n.dot\r\nbody\r\n"
+    ).encode()
+
+
+def test_postfix_delivers_to_the_maildir(postfix: PostfixServer) -> None:
+    recipient = postfix.new_address()
+    message_id = recipient.replace("@", ".") + "@client.test"
+    sent = _message_with_id(message_id)
+    with smtplib.SMTP(postfix.host, postfix.port, local_hostname=CLIENT_NAME, timeout=10) as c:
+        c.ehlo()
+        assert c.has_extn("pipelining") and c.has_extn("chunking")
+        refused = c.sendmail("a@client.test", [recipient, postfix.reject_address], sent)
+    assert refused[postfix.reject_address][0] == 550
+    delivered = postfix.wait_for_message(message_id, timeout=10)
+    assert f"Delivered-To: {recipient}".encode() in delivered
+    assert postfix.original_bytes(delivered) == sent
+    by_predicate = postfix.wait_for_message(lambda m: recipient.encode() in m, timeout=1)
+    assert by_predicate == delivered
+
+
+def test_postfix_starttls_verifies_with_its_ca(postfix: PostfixServer) -> None:
+    recipient = postfix.new_address("tls")
+    message_id = recipient.replace("@", ".") + "@client.test"
+    with smtplib.SMTP(postfix.host, postfix.port, local_hostname=CLIENT_NAME, timeout=10) as c:
+        c.starttls(context=postfix.client_context)
+        c.sendmail("a@client.test", [recipient], _message_with_id(message_id))
+    delivered = postfix.wait_for_message(f"<{message_id}>", timeout=10)
+    assert b"with ESMTPS" in delivered
+
+
+def test_postfix_wait_is_bounded(postfix: PostfixServer) -> None:
+    never: Callable[[bytes], bool] = lambda message: False  # noqa: E731
+    with pytest.raises(TimeoutError, match="no delivered message matched"):
+        postfix.wait_for_message(never, timeout=0.1)
+
+
+def test_servers_listen_on_ipv6_loopback_and_nowhere_else(
+    scripted_server: ScriptedFactory, aiosmtpd_factory: AiosmtpdFactory
+) -> None:
+    scripted = scripted_server([send(b"220 v6\r\n")], host="::1")
+    aiosmtpd = aiosmtpd_factory(host="::1")
+    with socket.create_connection(scripted.address, timeout=5) as sock:
+        assert recv_line(sock) == b"220 v6\r\n"
+    scripted.join()
+    with smtplib.SMTP("::1", aiosmtpd.port, local_hostname=CLIENT_NAME, timeout=5) as client:
+        assert client.noop()[0] == 250
+    with pytest.raises(ValueError, match="or ::1 only"):
+        ScriptedServer([], host="0.0.0.0")

@@ -1,0 +1,205 @@
+# tests/test_stateful
+#
+# A hypothesis state machine drives a Connection against the in-memory model
+# server (tests/model_server.py): random sequences of every kind of command,
+# alone or pipelined, with the server sometimes refusing. After each exchange
+# the connection must agree with what the replies imply (expected_state), every
+# reply must be bound to the command that caused it, and nothing may be left
+# pending once all replies were read. A command the connection says is not
+# allowed must be refused with LocalProtocolError and change nothing.
+"""Stateful hypothesis test: Connection against a model SMTP server."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from model_server import ModelServer
+from smtpbee._commands import (
+    Bdat,
+    Command,
+    Data,
+    Ehlo,
+    EndOfData,
+    Helo,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    Vrfy,
+)
+from smtpbee._connection import Connection
+from smtpbee._errors import LocalProtocolError
+from smtpbee._events import NEED_DATA, ConnectionClosed, GreetingReceived, ReplyReceived
+from smtpbee._state import State, Verb
+
+__all__: list[str] = []
+
+_RECIPIENTS = ("ann@example.test", "bob@example.test", "refused@example.test")
+_BODIES = (b"Subject: hi\r\n\r\nhello\r\n", b".dot\n..two\r\n.", b"")
+
+
+def expected_state(state: State, verb: Verb, code: int) -> State:
+    """What a reply to a command means for the session, written independently of the table."""
+    if code == 421:
+        return State.CLOSING
+    ok = 200 <= code < 300
+    if verb in (Verb.EHLO, Verb.HELO):
+        return State.READY if ok else state
+    if verb is Verb.RSET:
+        return (State.CONNECTED if state is State.CONNECTED else State.READY) if ok else state
+    if verb is Verb.QUIT:
+        return State.CLOSING if ok else state
+    if verb is Verb.MAIL:
+        return State.MAIL if ok else state
+    if verb is Verb.RCPT:
+        return State.RCPT if ok else state
+    if verb is Verb.DATA:
+        return State.DATA if code == 354 else state
+    if verb in (Verb.END_OF_DATA, Verb.BDAT_LAST):
+        return State.READY if ok or verb is Verb.END_OF_DATA else State.TRANSACTION_FAILED
+    if verb is Verb.BDAT:
+        return State.BDAT if ok else State.TRANSACTION_FAILED
+    return state  # NOOP, VRFY: nothing moves
+
+
+class SessionMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.server = ModelServer(refuse_recipients={"refused@example.test"})
+        self.conn = Connection()
+        self.expected = State.GREETING
+        self.conn.receive_data(self.server.start())
+        event = self.conn.next_event()
+        assert isinstance(event, GreetingReceived)
+        self.expected = State.CONNECTED
+        self.exchanges = 0
+
+    # -- the one way commands go out ------------------------------------
+
+    def exchange(self, commands: list[Command]) -> None:
+        """Send a group; if refused, check nothing changed; else read and check every reply."""
+        conn = self.conn
+        before = (conn.state, conn.pending, conn.allowed_commands())
+        single_allowed = len(commands) > 1 or commands[0].verb in before[2]
+        try:
+            wire = conn.send_all(commands)
+        except LocalProtocolError:
+            assert (conn.state, conn.pending, conn.allowed_commands()) == before
+            assert len(commands) > 1 or not single_allowed
+            return
+        assert single_allowed, f"{commands[0].verb} was sent though not allowed"
+        # MessageData has no reply of its own: EndOfData carries the content's.
+        answered = [c for c in commands if not isinstance(c, MessageData)]
+        assert conn.pending == tuple(answered)
+        conn.receive_data(self.server.feed(wire))
+        for command in answered:
+            event = conn.next_event()
+            assert isinstance(event, ReplyReceived), event
+            assert event.command == command
+            self.expected = expected_state(self.expected, command.verb, event.reply.code)
+            assert conn.state is self.expected, (command, event.reply, conn.state)
+        assert conn.next_event() is NEED_DATA
+        assert conn.pending == ()
+        self.exchanges += 1
+
+    # -- rules ------------------------------------------------------------
+
+    @rule(refuse=st.booleans())
+    def ehlo(self, refuse: bool) -> None:
+        self.server.refuse_ehlo = refuse
+        self.exchange([Ehlo("client.test")])
+
+    @rule()
+    def helo(self) -> None:
+        self.exchange([Helo("client.test")])
+
+    @rule()
+    def mail(self) -> None:
+        self.exchange([Mail(sender="sender@example.test")])
+
+    @rule(recipient=st.sampled_from(_RECIPIENTS))
+    def rcpt(self, recipient: str) -> None:
+        self.exchange([Rcpt(recipient=recipient)])
+
+    @rule(body=st.sampled_from(_BODIES), refuse=st.booleans())
+    def data(self, body: bytes, refuse: bool) -> None:
+        self.server.refuse_content = refuse
+        self.exchange([Data()])
+        if self.conn.state is State.DATA:
+            before = len(self.server.delivered)
+            self.exchange([MessageData(body), EndOfData()])
+            assert len(self.server.delivered) == before + (not refuse)
+
+    @rule(body=st.sampled_from(_BODIES), last=st.booleans())
+    def bdat(self, body: bytes, last: bool) -> None:
+        self.exchange([Bdat(body, last=last)])
+
+    @rule()
+    def rset(self) -> None:
+        self.exchange([Rset()])
+
+    @rule()
+    def noop(self) -> None:
+        self.exchange([Noop()])
+
+    @rule()
+    def vrfy(self) -> None:
+        self.exchange([Vrfy("postmaster")])
+
+    @rule(roll=st.integers(0, 3))
+    def quit(self, roll: int) -> None:
+        # Rarer than the other rules: QUIT ends the interesting part of a run.
+        if roll == 0:
+            self.exchange([Quit()])
+
+    @rule(recipients=st.lists(st.sampled_from(_RECIPIENTS), min_size=1, max_size=3))
+    def pipelined_transaction(self, recipients: list[str]) -> None:
+        rcpts: list[Command] = [Rcpt(recipient=r) for r in recipients]
+        self.exchange([Mail(sender="sender@example.test"), *rcpts, Data()])
+        if self.conn.state is State.DATA:
+            self.exchange([MessageData(b"pipelined\r\n"), EndOfData()])
+
+    @rule()
+    def server_closes(self) -> None:
+        if self.conn.state is not State.CLOSING:
+            return
+        self.conn.receive_data(b"")
+        assert isinstance(self.conn.next_event(), ConnectionClosed)
+        self.expected = State.CLOSED
+        assert self.conn.state is self.expected
+
+    # -- invariants ---------------------------------------------------------
+
+    @invariant()
+    def state_matches_the_model(self) -> None:
+        assert self.conn.state is self.expected
+
+    @invariant()
+    def nothing_pending_between_exchanges(self) -> None:
+        assert self.conn.pending == ()
+
+    @invariant()
+    def only_allowed_verbs_are_offered(self) -> None:
+        allowed = self.conn.allowed_commands()
+        if self.conn.state in (State.CLOSING, State.CLOSED):
+            assert allowed == frozenset()
+        if Verb.DATA in allowed:
+            assert self.conn.accepted_recipients
+
+    @invariant()
+    def delivered_mail_went_to_accepted_recipients(self) -> None:
+        for delivered in self.server.delivered:
+            assert delivered.recipients
+            assert "refused@example.test" not in delivered.recipients
+
+
+SessionMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestSession = SessionMachine.TestCase
