@@ -14,9 +14,7 @@ BRANCH_GOAL = 95.0
 
 def main() -> int:
     report = Path(".coverage-core.json")
-    subprocess.run(
-        ["coverage", "json", "-q", "--include=core/*", "-o", str(report)], check=True
-    )
+    subprocess.run(["coverage", "json", "-q", "--include=core/*", "-o", str(report)], check=True)
     files = json.loads(report.read_text())["files"]
     report.unlink()
     statements = sum(f["summary"]["num_statements"] for f in files.values())

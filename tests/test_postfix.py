@@ -1,0 +1,85 @@
+"""The three transports against the real Postfix that .ci/postfix-start runs.
+
+Skipped locally when Postfix is not running; in CI (CI=true) its absence fails.
+Delivered messages are read back from the maildir and compared with what was sent.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+
+import pytest
+from servers import PostfixServer
+from smtpbee.transports._common import prepare_message
+from test_transports import FLAVOURS, Flavour
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    return Flavour(request.param)
+
+
+@pytest.fixture
+def anyio_backend(flavour: Flavour) -> str:
+    return "trio" if flavour.name == "trio" else "asyncio"
+
+
+def client(flavour: Flavour, postfix: PostfixServer, **kwargs: Any) -> Any:
+    kwargs.setdefault("tls", "starttls")
+    return flavour.client(
+        host=postfix.host, port=postfix.port, ssl_context=postfix.client_context, **kwargs
+    )
+
+
+def message(postfix: PostfixServer, recipients: list[str], text: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = f"sender@{postfix.domain}"
+    msg["To"] = ", ".join(recipients)
+    msg["Subject"] = "smtpbee postfix test"
+    msg["Message-ID"] = make_msgid(domain="smtpbee.test")
+    msg.set_content(text)
+    return msg
+
+
+@pytest.mark.anyio
+async def test_starttls_delivery_to_two_recipients(
+    flavour: Flavour, postfix: PostfixServer
+) -> None:
+    recipients = [postfix.new_address("one"), postfix.new_address("two")]
+    msg = message(postfix, recipients, "Hello Postfix.\n.leading dot\n")
+    async with client(flavour, postfix) as c:
+        assert c.tls_info is not None and c.tls_info.verified
+        expected = prepare_message(msg, sender=None, recipients=None, server=c.extensions).data
+        result = await c.send_message(msg)
+    assert result.accepted == recipients
+    delivered = postfix.wait_for_message(msg["Message-ID"])
+    assert PostfixServer.original_bytes(delivered) == expected
+
+
+@pytest.mark.anyio
+async def test_a_refused_recipient_at_postfix(flavour: Flavour, postfix: PostfixServer) -> None:
+    good = postfix.new_address("good")
+    msg = message(postfix, [good], "partial\n")
+    async with client(flavour, postfix) as c:
+        result = await c.send_message(msg, recipients=[good, postfix.reject_address])
+    assert result.accepted == [good]
+    assert result.refused[postfix.reject_address].code == 550
+    postfix.wait_for_message(msg["Message-ID"])
+
+
+@pytest.mark.anyio
+async def test_a_10_mb_message(flavour: Flavour, postfix: PostfixServer) -> None:
+    recipient = postfix.new_address("big")
+    message_id = make_msgid(domain="smtpbee.test")
+    head = (
+        f"From: sender@{postfix.domain}\r\nTo: {recipient}\r\n"
+        f"Message-ID: {message_id}\r\nSubject: big\r\n\r\n"
+    ).encode()
+    line = b"0123456789abcdef" * 4 + b"\r\n"
+    body = head + line * (10_000_000 // len(line))
+    async with client(flavour, postfix, timeout=60) as c:
+        await c.sendmail(f"sender@{postfix.domain}", [recipient], body)
+    delivered = postfix.wait_for_message(message_id, timeout=60)
+    assert PostfixServer.original_bytes(delivered) == body

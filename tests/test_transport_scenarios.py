@@ -1,0 +1,301 @@
+"""The three transports against scripted servers: batching, hostile and broken peers.
+
+Each script is what a server does on the wire; the assertions are about what the
+client raised and what the server received (``received_groups``: the units read
+between two of the server's writes, so one group is one round trip).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import anyio
+import pytest
+from servers import (
+    close,
+    drip,
+    expect,
+    expect_bdat,
+    expect_close,
+    expect_data,
+    send,
+    send_then_close,
+)
+from smtpbee import (
+    ConnectionLostError,
+    OutcomeUnknownError,
+    PermanentReplyError,
+    SMTPTimeoutError,
+    StartTLSInjectionError,
+    TLSRequiredError,
+    TransientReplyError,
+)
+from smtpbee._commands import Noop, Rset
+from test_transports import FLAVOURS, Flavour
+
+GREETING = send(b"220 scripted.test ESMTP\r\n")
+PLAIN_EHLO = b"250 scripted.test\r\n"
+PIPELINING_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+CHUNKING_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
+BODY = b"Subject: s\r\n\r\nbody\r\n"
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    return Flavour(request.param)
+
+
+@pytest.fixture
+def anyio_backend(flavour: Flavour) -> str:
+    return "trio" if flavour.name == "trio" else "asyncio"
+
+
+async def finished(server: Any) -> None:
+    # Poll, not join: asyncio closes a transport on its next loop iteration, so
+    # the loop must keep running while the script waits for the close.
+    deadline = time.monotonic() + 30
+    while server._thread.is_alive() and time.monotonic() < deadline:
+        await anyio.sleep(0.01)
+    server.join()
+
+
+def hello(ehlo: bytes = PLAIN_EHLO) -> list[Any]:
+    return [GREETING, expect(b"EHLO "), send(ehlo)]
+
+
+@pytest.mark.anyio
+async def test_pipelining_and_chunking_send_the_envelope_and_body_in_one_write(
+    flavour: Flavour, scripted_server: Any
+) -> None:
+    server = scripted_server(
+        [
+            *hello(CHUNKING_EHLO),
+            expect(b"MAIL FROM:<a@x.test>"),
+            expect(b"RCPT TO:<b@x.test>"),
+            expect(b"RCPT TO:<c@x.test>"),
+            expect_bdat(),
+            send(b"250 ok\r\n250 ok\r\n250 ok\r\n250 queued\r\n"),
+            expect(b"QUIT"),
+            send(b"221 bye\r\n"),
+        ]
+    )
+    async with flavour.client(server) as c:
+        result = await c.sendmail("a@x.test", ["b@x.test", "c@x.test"], BODY)
+    await finished(server)
+    assert result.accepted == ["b@x.test", "c@x.test"]
+    group = server.received_groups[1]
+    assert [unit.split(b" ")[0] for unit in group] == [
+        b"MAIL",
+        b"RCPT",
+        b"RCPT",
+        b"BDAT",
+        BODY.split(b" ")[0],
+    ]
+    assert server.bdat_chunks == [(BODY, True)]
+
+
+@pytest.mark.anyio
+async def test_pipelining_with_data_sends_mail_rcpt_data_in_one_write(
+    flavour: Flavour, scripted_server: Any
+) -> None:
+    server = scripted_server(
+        [
+            *hello(PIPELINING_EHLO),
+            expect(b"MAIL"),
+            expect(b"RCPT"),
+            expect(b"DATA"),
+            send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            expect_data(),
+            send(b"250 queued\r\n"),
+            expect(b"RSET"),
+            expect(b"NOOP"),
+            send(b"250 ok\r\n250 ok\r\n"),
+            expect(b"QUIT"),
+            send(b"221 bye\r\n"),
+        ]
+    )
+    async with flavour.client(server) as c:
+        await c.sendmail("a@x.test", ["b@x.test"], b".x\r\n")
+        replies = await c.pipeline([Rset(), Noop()])
+    await finished(server)
+    assert [r.code for r in replies] == [250, 250]
+    assert len(server.received_groups[1]) == 3
+    assert server.data_bodies == [b"..x\r\n"]
+    assert len(server.received_groups[3]) == 2
+
+
+@pytest.mark.anyio
+async def test_421_mid_session_ends_it(flavour: Flavour, scripted_server: Any) -> None:
+    server = scripted_server(
+        [*hello(), expect(b"MAIL"), send_then_close(b"421 4.3.0 going down\r\n")]
+    )
+    client = flavour.client(server)
+    await client.connect()
+    with pytest.raises(TransientReplyError) as caught:
+        await client.sendmail("a@x.test", ["b@x.test"], BODY)
+    assert caught.value.code == 421
+    assert not client.usable
+    await finished(server)
+
+
+@pytest.mark.anyio
+async def test_a_close_in_the_middle_of_a_reply(flavour: Flavour, scripted_server: Any) -> None:
+    server = scripted_server(
+        [GREETING, expect(b"EHLO"), send_then_close(b"250-scripted\r\n250-PI")]
+    )
+    client = flavour.client(server)
+    with pytest.raises(ConnectionLostError):
+        await client.connect()
+    assert not client.usable
+    await finished(server)
+
+
+@pytest.mark.anyio
+async def test_a_close_after_the_content_leaves_the_outcome_unknown(
+    flavour: Flavour, scripted_server: Any
+) -> None:
+    server = scripted_server(
+        [
+            *hello(),
+            expect(b"MAIL"),
+            send(b"250 ok\r\n"),
+            expect(b"RCPT"),
+            send(b"250 ok\r\n"),
+            expect(b"DATA"),
+            send(b"354 go\r\n"),
+            expect_data(),
+            close(),
+        ]
+    )
+    client = flavour.client(server)
+    await client.connect()
+    with pytest.raises(OutcomeUnknownError):
+        await client.sendmail("a@x.test", ["b@x.test"], BODY)
+    assert not client.usable
+    await finished(server)
+
+
+@pytest.mark.anyio
+async def test_a_stalled_server_times_out(flavour: Flavour, scripted_server: Any) -> None:
+    server = scripted_server([GREETING, expect(b"EHLO"), expect_close()])
+    client = flavour.client(server, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(SMTPTimeoutError) as caught:
+        await client.connect()
+    assert time.monotonic() - started < 3
+    assert isinstance(caught.value, TimeoutError)
+    await finished(server)
+    assert server.peer_closed
+
+
+@pytest.mark.anyio
+async def test_a_dripping_server_still_times_out(flavour: Flavour, scripted_server: Any) -> None:
+    reply = b"250-scripted.test\r\n250-" + b"X" * 40 + b"\r\n250 8BITMIME\r\n"
+    server = scripted_server([GREETING, expect(b"EHLO"), drip(reply, 0.2)])
+    client = flavour.client(server, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(SMTPTimeoutError):
+        await client.connect()
+    assert time.monotonic() - started < 3
+    await finished(server)
+
+
+@pytest.mark.anyio
+async def test_starttls_response_injection_is_refused(
+    flavour: Flavour, scripted_server: Any
+) -> None:
+    server = scripted_server(
+        [
+            *hello(b"250-scripted.test\r\n250 STARTTLS\r\n"),
+            expect(b"STARTTLS"),
+            send(b"220 go\r\n250 injected\r\n"),
+            expect_close(),
+        ]
+    )
+    client = flavour.client(server, tls="starttls")
+    with pytest.raises(StartTLSInjectionError):
+        await client.connect()
+    await finished(server)
+    assert [line.split()[0] for line in server.lines] == [b"EHLO", b"STARTTLS"]
+    assert server.unconsumed == b""
+    assert not client.usable
+
+
+@pytest.mark.anyio
+async def test_tls_required_but_not_offered(flavour: Flavour, scripted_server: Any) -> None:
+    server = scripted_server([*hello(), expect(b"QUIT"), send(b"221 bye\r\n")])
+    client = flavour.client(server, tls=None)
+    with pytest.raises(TLSRequiredError):
+        await client.connect()
+    await finished(server)
+    assert [line.split()[0] for line in server.lines] == [b"EHLO", b"QUIT"]
+    assert not client.usable
+
+
+@pytest.mark.anyio
+async def test_a_refused_ehlo_falls_back_to_helo(flavour: Flavour, scripted_server: Any) -> None:
+    server = scripted_server(
+        [
+            GREETING,
+            expect(b"EHLO"),
+            send(b"502 5.5.2 what?\r\n"),
+            expect(b"HELO [127.0.0.1]"),
+            send(b"250 scripted.test\r\n"),
+            expect(b"MAIL"),
+            send(b"250 ok\r\n"),
+            expect(b"RCPT"),
+            send(b"250 ok\r\n"),
+            expect(b"DATA"),
+            send(b"354 go\r\n"),
+            expect_data(),
+            send(b"250 queued\r\n"),
+            expect(b"QUIT"),
+            send(b"221 bye\r\n"),
+        ]
+    )
+    async with flavour.client(server) as c:
+        assert not c.session.conn.esmtp
+        await c.sendmail("a@x.test", ["b@x.test"], BODY)
+    await finished(server)
+    assert server.data_bodies == [BODY]
+
+
+@pytest.mark.anyio
+async def test_a_refusing_greeting(flavour: Flavour, scripted_server: Any) -> None:
+    server = scripted_server(
+        [send(b"554 5.3.2 no service\r\n"), expect(b"QUIT"), send(b"221 bye\r\n")]
+    )
+    client = flavour.client(server)
+    with pytest.raises(PermanentReplyError) as caught:
+        await client.connect()
+    assert caught.value.code == 554
+    await finished(server)
+
+
+@pytest.mark.anyio
+async def test_connection_refused(flavour: Flavour) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = flavour.client(host="127.0.0.1", port=port)
+    with pytest.raises(ConnectionLostError, match=r"connecting to 127\.0\.0\.1"):
+        await client.connect()
+    assert not client.usable
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_cancelling_a_send_closes_the_connection(
+    anyio_backend: str, scripted_server: Any
+) -> None:
+    server = scripted_server([*hello(), expect(b"MAIL"), expect_close()])
+    client = Flavour(anyio_backend).client(server)
+    await client.connect()
+    with anyio.move_on_after(0.3) as scope:
+        await client.sendmail("a@x.test", ["b@x.test"], BODY)
+    assert scope.cancelled_caught
+    assert not client.usable
+    await finished(server)
+    assert server.peer_closed

@@ -1,0 +1,621 @@
+"""The three transports against aiosmtpd, plus the shared, I/O-free helpers.
+
+Every scenario runs once per transport: the blocking client, the asyncio client
+under asyncio and the trio client under trio (anyio's pytest plugin). A small
+proxy makes each client's methods awaitable, so one test body serves all three.
+"""
+
+from __future__ import annotations
+
+import email.message
+import hashlib
+import importlib
+import inspect
+import io
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import AiosmtpdServer, TLSAiosmtpdServer
+from smtpbee import (
+    AuthenticationRejected,
+    ConnectionLostError,
+    InsecureAuthenticationError,
+    InvalidInputError,
+    LocalProtocolError,
+    PermanentReplyError,
+    SMTPTimeoutError,
+)
+from smtpbee._commands import Noop
+from smtpbee._extensions import Extensions
+from smtpbee._procedures import Timeouts, TLSMode
+from smtpbee._replies import Reply
+from smtpbee.transports import TLSVerificationError
+from smtpbee.transports._common import (
+    ClientBase,
+    Deadline,
+    as_smtp_error,
+    body_source,
+    default_ssl_context,
+    describe,
+    is_verifying,
+    local_hostname_for,
+    prepare_message,
+    resolve_tls_mode,
+    transcript_to,
+)
+
+FLAVOURS = ["sync", "asyncio", "trio"]
+ALICE = ("alice", "wonderland")
+
+
+class Client:
+    """A transport's client whose every method can be awaited."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.inner, name)
+        if not callable(value):
+            return value
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = value(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return call
+
+    async def __aenter__(self) -> Client:
+        if hasattr(self.inner, "__aenter__"):
+            await self.inner.__aenter__()
+        else:
+            self.inner.__enter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if hasattr(self.inner, "__aexit__"):
+            await self.inner.__aexit__(*exc_info)
+        else:
+            self.inner.__exit__(*exc_info)
+
+
+class Flavour:
+    """One transport: its module, and clients built the same way for every test."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.module = importlib.import_module(f"smtpbee.transports.{name}")
+
+    def client(self, server: Any = None, **kwargs: Any) -> Client:
+        if server is not None:
+            kwargs.setdefault("host", server.host)
+            kwargs.setdefault("port", server.port)
+            if isinstance(server, TLSAiosmtpdServer) and server.tls_mode == "implicit":
+                kwargs.setdefault("tls", "implicit")
+            if hasattr(server, "client_context"):
+                kwargs.setdefault("ssl_context", server.client_context)
+        kwargs.setdefault("tls", "none")
+        kwargs.setdefault("timeout", 10.0)
+        host = kwargs.pop("host")
+        return Client(self.module.SMTPClient(host, kwargs.pop("port", 25), **kwargs))
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.module.send(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    return Flavour(request.param)
+
+
+@pytest.fixture
+def anyio_backend(flavour: Flavour) -> str:
+    return "trio" if flavour.name == "trio" else "asyncio"
+
+
+def make_message(**headers: str) -> EmailMessage:
+    msg = EmailMessage()
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content("Hello.\n.a line with a dot\n")
+    return msg
+
+
+# ------------------------------------------------------------------------------------
+# Delivery over plaintext
+
+
+@pytest.mark.anyio
+async def test_plain_delivery_to_several_recipients_is_byte_exact(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    lines: list[str] = []
+    body = b"Subject: hi\r\n\r\n.dot first\r\nbare lf\nlone cr\r..\r\n"
+    async with flavour.client(aiosmtpd_server, transcript=lambda d, t: lines.append(d + t)) as c:
+        assert isinstance(c.extensions, Extensions)
+        assert c.tls_info is None
+        result = await c.sendmail("a@x.test", ["b@x.test", "c@x.test"], body)
+    assert result.accepted == ["b@x.test", "c@x.test"]
+    assert result.refused == {}
+    [received] = aiosmtpd_server.messages
+    assert received.content == b"Subject: hi\r\n\r\n.dot first\r\nbare lf\r\nlone cr\r\n..\r\n"
+    assert received.rcpt_tos == ["b@x.test", "c@x.test"]
+    assert received.ehlo_name == "[127.0.0.1]"
+    assert "CQUIT" in lines and any(t.startswith("S250") for t in lines)
+
+
+@pytest.mark.anyio
+async def test_eight_bit_body_goes_with_8bitmime(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    body = "Subject: caf\u00e9\r\n\r\nd\u00e9j\u00e0 vu\r\n".encode()
+    async with flavour.client(aiosmtpd_server) as c:
+        await c.sendmail("a@x.test", "b@x.test", body)
+    [received] = aiosmtpd_server.messages
+    assert received.content == body
+    assert "BODY=8BITMIME" in received.mail_options
+
+
+@pytest.mark.anyio
+async def test_utf8_addresses_and_headers_go_with_smtputf8(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    msg = make_message(
+        From="J\u00f6rg <j\u00f6rg@x.test>", To="z\u00fc@x.test", Subject="gr\u00fc\u00df"
+    )
+    async with flavour.client(aiosmtpd_server) as c:
+        expected = prepare_message(msg, sender=None, recipients=None, server=c.extensions)
+        await c.send_message(msg)
+    [received] = aiosmtpd_server.messages
+    assert "SMTPUTF8" in received.mail_options
+    assert received.mail_from == "j\u00f6rg@x.test"
+    assert received.rcpt_tos == ["z\u00fc@x.test"]
+    assert received.content == expected.data
+    assert "Subject: gr\u00fc\u00df".encode() in received.content
+
+
+@pytest.mark.anyio
+async def test_send_message_strips_bcc_and_uses_the_envelope_of_the_headers(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    msg = make_message(From="a@x.test", To="b@x.test", Cc="c@x.test", Bcc="hidden@x.test")
+    async with flavour.client(aiosmtpd_server) as c:
+        await c.send_message(msg)
+        resent = make_message(From="a@x.test", To="b@x.test")
+        resent["Resent-From"] = "forwarder@x.test"
+        resent["Resent-To"] = "new@x.test"
+        resent["Resent-Bcc"] = "secret@x.test"
+        await c.send_message(resent)
+    first, second = aiosmtpd_server.messages
+    assert first.rcpt_tos == ["b@x.test", "c@x.test", "hidden@x.test"]
+    assert b"hidden" not in first.content and b"Bcc" not in first.content
+    assert second.mail_from == "forwarder@x.test"
+    assert second.rcpt_tos == ["new@x.test", "secret@x.test"]
+    assert b"secret" not in second.content
+    assert msg["Bcc"] == "hidden@x.test"  # the caller's message is untouched
+
+
+@pytest.mark.anyio
+async def test_bodies_from_files_and_iterables(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(b"Subject: f\r\n\r\n" + b"line\r\n" * 20000)
+    async with flavour.client(aiosmtpd_server) as c:
+        with path.open("rb") as handle:
+            await c.sendmail("a@x.test", ["b@x.test"], handle)
+        await c.sendmail("a@x.test", ["b@x.test"], io.BytesIO(b"Subject: b\r\n\r\nx\r\n"))
+        await c.sendmail("a@x.test", ["b@x.test"], [b"Subject: i\r\n", b"\r\n", b"y\r\n"])
+    files, buffers, pieces = aiosmtpd_server.messages
+    assert files.content == path.read_bytes()
+    assert f"SIZE={path.stat().st_size}" in files.mail_options
+    assert buffers.content == b"Subject: b\r\n\r\nx\r\n"
+    assert pieces.content == b"Subject: i\r\n\r\ny\r\n"
+
+
+_BIG_LINE = b"0123456789" * 99 + b"abcdefg\r\n"  # 999 octets
+
+
+def _big_pieces(count: int) -> Iterator[bytes]:
+    for _ in range(count):
+        yield _BIG_LINE * 50
+
+
+async def _big_async_pieces(count: int) -> AsyncIterator[bytes]:
+    for piece in _big_pieces(count):
+        yield piece
+
+
+@pytest.mark.anyio
+async def test_a_50_mb_message_is_streamed(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer, tmp_path: Path
+) -> None:
+    count = 50_000_000 // (len(_BIG_LINE) * 50)
+    expected = hashlib.sha256(b"".join(_big_pieces(count))).hexdigest()
+    body: Any
+    if flavour.name == "sync":
+        path = tmp_path / "big.eml"
+        with path.open("wb") as handle:
+            handle.writelines(_big_pieces(count))
+        body = path.open("rb")
+    elif flavour.name == "asyncio":
+        body = _big_pieces(count)
+    else:
+        body = _big_async_pieces(count)
+    async with flavour.client(aiosmtpd_server, timeout=60) as c:
+        await c.sendmail("a@x.test", ["b@x.test"], body)
+    if hasattr(body, "close"):
+        body.close()
+    [received] = aiosmtpd_server.messages
+    assert len(received.content) >= 50_000_000 - len(_BIG_LINE) * 50
+    assert hashlib.sha256(received.content).hexdigest() == expected
+
+
+# ------------------------------------------------------------------------------------
+# Refusals
+
+
+@pytest.mark.anyio
+async def test_a_refused_recipient_is_a_partial_success(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    aiosmtpd_server.reject_recipients.add("nobody@x.test")
+    async with flavour.client(aiosmtpd_server) as c:
+        result = await c.sendmail("a@x.test", ["b@x.test", "nobody@x.test"], b"x\r\n")
+    assert result.accepted == ["b@x.test"]
+    assert result.refused["nobody@x.test"].code == 550
+    assert aiosmtpd_server.messages[0].rcpt_tos == ["b@x.test"]
+
+
+@pytest.mark.anyio
+async def test_a_refused_message_raises_and_the_session_goes_on(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    aiosmtpd_server.reject_message = True
+    async with flavour.client(aiosmtpd_server) as c:
+        with pytest.raises(PermanentReplyError) as caught:
+            await c.sendmail("a@x.test", ["b@x.test"], b"x\r\n")
+        assert caught.value.code == 554
+        assert (await c.noop()).code == 250
+        assert c.usable
+    assert len(aiosmtpd_server.rejected) == 1
+
+
+@pytest.mark.anyio
+async def test_auth_is_refused_over_plaintext_unless_allowed(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    async with flavour.client(aiosmtpd_server) as c:
+        with pytest.raises(InsecureAuthenticationError):
+            await c.login(*ALICE)
+        reply = await c.login(*ALICE, mechanism="LOGIN", allow_insecure=True)
+        assert reply.code == 235
+
+
+# ------------------------------------------------------------------------------------
+# TLS and AUTH
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+async def test_starttls_then_auth(
+    flavour: Flavour, aiosmtpd_starttls_server: TLSAiosmtpdServer, mechanism: str
+) -> None:
+    server = aiosmtpd_starttls_server
+    async with flavour.client(server, tls=None) as c:
+        assert c.tls_info is not None and c.tls_info.verified
+        assert c.tls_info.version in ("TLSv1.2", "TLSv1.3")
+        assert (await c.login(*ALICE, mechanism=mechanism)).code == 235
+        await c.sendmail("a@x.test", ["b@x.test"], b"Subject: s\r\n\r\nsecret\r\n")
+    [received] = server.messages
+    assert received.tls and received.auth_login == "alice"
+
+
+@pytest.mark.anyio
+async def test_wrong_password_is_rejected(
+    flavour: Flavour, aiosmtpd_starttls_server: TLSAiosmtpdServer
+) -> None:
+    async with flavour.client(aiosmtpd_starttls_server, tls="starttls") as c:
+        with pytest.raises(AuthenticationRejected) as caught:
+            await c.login("alice", "not-it")
+        assert caught.value.code == 535
+        assert "not-it" not in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_implicit_tls(
+    flavour: Flavour, aiosmtpd_implicit_tls_server: TLSAiosmtpdServer
+) -> None:
+    server = aiosmtpd_implicit_tls_server
+    async with flavour.client(server) as c:
+        assert c.tls_info is not None and c.tls_info.verified
+        await c.sendmail("a@x.test", ["b@x.test"], b"x\r\n")
+    assert server.messages[0].tls
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+async def test_a_certificate_from_an_unknown_ca_is_refused(
+    flavour: Flavour, aiosmtpd_factory: Any, mode: str
+) -> None:
+    server = aiosmtpd_factory(tls_mode=mode)
+    client = flavour.client(server, tls=mode, ssl_context=default_ssl_context())
+    with pytest.raises(TLSVerificationError) as caught:
+        await client.connect()
+    assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+    assert isinstance(caught.value, ConnectionLostError)
+    assert not client.usable
+    assert server.messages == []
+
+
+@pytest.mark.anyio
+async def test_one_call_send(flavour: Flavour, aiosmtpd_starttls_server: TLSAiosmtpdServer) -> None:
+    server = aiosmtpd_starttls_server
+    options = {"host": server.host, "port": server.port, "ssl_context": server.client_context}
+    result = await flavour.send(make_message(From="a@x.test", To="b@x.test"), **options)
+    assert result.accepted == ["b@x.test"]
+    raw = b"Subject: raw\r\n\r\nraw\r\n"
+    await flavour.send(
+        raw,
+        sender="a@x.test",
+        recipients=["c@x.test"],
+        username="alice",
+        password="wonderland",
+        **options,
+    )
+    assert [m.rcpt_tos for m in server.messages] == [["b@x.test"], ["c@x.test"]]
+    assert server.messages[1].auth_login == "alice"
+    with pytest.raises(InvalidInputError):
+        await flavour.send(raw, **options)
+
+
+@pytest.mark.anyio
+async def test_small_commands(flavour: Flavour, aiosmtpd_server: AiosmtpdServer) -> None:
+    client = flavour.client(aiosmtpd_server)
+    with pytest.raises(LocalProtocolError):
+        client.session  # noqa: B018 - not connected yet
+    await client.connect()
+    with pytest.raises(LocalProtocolError):
+        await client.connect()
+    assert (await client.ehlo()).code == 250
+    assert (await client.rset()).code == 250
+    assert (await client.vrfy("a@x.test")).code == 252
+    assert (await client.expn("list")).code == 502
+    assert (await client.help()).code == 250
+    assert isinstance(await client.command(Noop()), Reply)
+    assert (await client.quit()).code == 221
+    assert not client.usable
+    await client.close()
+    await client.close()
+
+
+# ------------------------------------------------------------------------------------
+# The pool (async transports only)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_the_pool_sends_20_messages_over_3_connections(
+    anyio_backend: str, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    module = importlib.import_module(f"smtpbee.transports.{anyio_backend}")
+    aiosmtpd_server.reject_recipients.add("nobody@x.test")
+    messages = [make_message(From="a@x.test", To=f"r{i}@x.test") for i in range(19)]
+    messages.append(make_message(From="a@x.test", To="nobody@x.test"))
+    pool = module.SMTPPool(
+        aiosmtpd_server.host,
+        aiosmtpd_server.port,
+        size=3,
+        tls="none",
+        username="alice",
+        password="wonderland",
+        allow_insecure=True,
+    )
+    async with pool:
+        results = await pool.send_many(messages)
+        one = await pool.sendmail("a@x.test", ["x@x.test"], b"x\r\n")
+    assert one.accepted == ["x@x.test"]
+    assert [r.accepted for r in results[:19]] == [[f"r{i}@x.test"] for i in range(19)]
+    assert isinstance(results[19], PermanentReplyError)
+    assert aiosmtpd_server.connections == 3
+    assert len(aiosmtpd_server.messages) == 20
+    with pytest.raises(InvalidInputError):
+        module.SMTPPool("127.0.0.1", size=0)
+
+
+# ------------------------------------------------------------------------------------
+# The shared helpers, without I/O
+
+
+def test_tls_mode_follows_the_port_unless_named() -> None:
+    assert resolve_tls_mode(None, 465) is TLSMode.IMPLICIT
+    assert resolve_tls_mode(None, 25) is TLSMode.STARTTLS
+    assert resolve_tls_mode(None, 587) is TLSMode.STARTTLS
+    assert resolve_tls_mode("NONE", 465) is TLSMode.NONE
+    assert resolve_tls_mode(TLSMode.OPPORTUNISTIC, 25) is TLSMode.OPPORTUNISTIC
+    with pytest.raises(InvalidInputError, match="tls must be one of"):
+        resolve_tls_mode("maybe", 25)
+
+
+def test_the_default_context_verifies() -> None:
+    context = default_ssl_context()
+    assert is_verifying(context)
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    assert not is_verifying(context)
+
+
+@pytest.mark.parametrize(
+    ("sockname", "expected"),
+    [
+        (("127.0.0.1", 5000), "[127.0.0.1]"),
+        (("::1", 5000, 0, 0), "[IPv6:::1]"),
+        (("fe80::1%eth0", 5000, 0, 2), "[IPv6:fe80::1]"),
+        (("::ffff:192.0.2.1", 5000, 0, 0), "[192.0.2.1]"),
+        (None, "localhost"),
+        ("/tmp/sock", "localhost"),
+    ],
+)
+def test_local_hostname_is_an_address_literal(sockname: Any, expected: str) -> None:
+    assert local_hostname_for(sockname) == expected
+
+
+def test_transcript_to_a_stream() -> None:
+    stream = io.StringIO()
+    write = transcript_to(stream)
+    write("C", "EHLO x")
+    write("S", "250 ok")
+    assert stream.getvalue() == "C: EHLO x\nS: 250 ok\n"
+
+
+def test_body_sources(tmp_path: Path) -> None:
+    info, pieces = body_source(memoryview(b"abc\xe9"))
+    assert (info.size, info.eight_bit) == (4, True)
+    assert list(pieces) == [b"abc\xe9"]  # type: ignore[arg-type]
+    assert list(body_source(b"")[1]) == []  # type: ignore[arg-type]
+    buffer = io.BytesIO(b"0123456789")
+    buffer.seek(4)
+    assert body_source(buffer)[0].size == 6
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 70000)
+    with path.open("rb") as handle:
+        info, pieces = body_source(handle)
+        assert info.size == 70000 and info.eight_bit is None
+        assert [len(p) for p in pieces] == [65536, 70000 - 65536]  # type: ignore[union-attr]
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as pipe, os.fdopen(write_end, "wb"):
+        assert body_source(pipe)[0].size is None
+    assert body_source([b"a", bytearray(b"b")])[0].size is None
+    with pytest.raises(InvalidInputError, match="not str"):
+        body_source("text")
+    with pytest.raises(InvalidInputError, match="int"):
+        body_source(42)
+
+
+def test_io_errors_become_smtp_errors() -> None:
+    assert as_smtp_error(ValueError("x"), "w") is None
+    timeout = as_smtp_error(TimeoutError(), "waiting")
+    assert isinstance(timeout, SMTPTimeoutError) and "timed out waiting" in str(timeout)
+    lost = as_smtp_error(ConnectionResetError("reset"), "reading")
+    assert isinstance(lost, ConnectionLostError) and "reset" in str(lost)
+    refusal = ssl.SSLCertVerificationError("bad cert")
+    wrapped = ConnectionError("broken")
+    wrapped.__cause__ = refusal
+    assert isinstance(as_smtp_error(wrapped, "x"), TLSVerificationError)
+    already = ConnectionLostError("x")
+    assert as_smtp_error(already, "x") is already
+
+
+def test_deadline_is_kept_while_a_reply_is_incomplete() -> None:
+    from smtpbee._events import Phase
+    from smtpbee._procedures import Read, UpgradeTLS, Write
+
+    deadline = Deadline()
+    assert deadline.remaining(Read(Phase.MAIL, 5.0, True), 100.0) == 5.0
+    assert deadline.remaining(Read(Phase.MAIL, 5.0, False), 103.0) == 2.0
+    assert deadline.remaining(Read(Phase.MAIL, 5.0, True), 103.0) == 5.0
+    assert "the reply to MAIL" in describe(Read(Phase.MAIL, 5.0, True))
+    assert "3 bytes" in describe(Write(b"abc", Phase.COMMAND, 1.0))
+    assert "TLS" in describe(UpgradeTLS())
+
+
+def _server() -> Extensions:
+    return Extensions.from_reply(Reply(code=250, lines=(b"x", b"SMTPUTF8", b"8BITMIME")))
+
+
+def test_prepare_message_envelope_rules() -> None:
+    msg = make_message(From="a@x.test", Sender="s@x.test", To="b@x.test, c@x.test")
+    prepared = prepare_message(msg, sender=None, recipients=None, server=Extensions())
+    assert (prepared.sender, prepared.recipients) == ("s@x.test", ["b@x.test", "c@x.test"])
+    assert not prepared.smtputf8
+    assert prepared.data.endswith(b"\r\n") and b"\n" not in prepared.data.replace(b"\r\n", b"")
+    given = prepare_message(msg, sender="z@x.test", recipients=["y@x.test"], server=Extensions())
+    assert (given.sender, given.recipients) == ("z@x.test", ["y@x.test"])
+    with pytest.raises(InvalidInputError, match="no From"):
+        prepare_message(
+            make_message(To="b@x.test"), sender=None, recipients=None, server=Extensions()
+        )
+
+
+def test_prepare_message_takes_the_latest_resent_block() -> None:
+    msg = email.message.Message()
+    # RFC 5322 §3.6.6: the newest block is on top; a repeated field starts an older one.
+    for name, value in [
+        ("Resent-Sender", "newest-sender@x.test"),
+        ("Resent-From", "newest@x.test"),
+        ("Resent-To", "n1@x.test"),
+        ("Resent-Cc", "n2@x.test"),
+        ("Resent-From", "older@x.test"),
+        ("Resent-To", "o1@x.test"),
+        ("Received", "by somewhere"),
+        ("From", "a@x.test"),
+        ("To", "b@x.test"),
+    ]:
+        msg[name] = value
+    msg.set_payload("hi\n")
+    prepared = prepare_message(msg, sender=None, recipients=None, server=Extensions())
+    assert prepared.sender == "newest-sender@x.test"
+    assert prepared.recipients == ["n1@x.test", "n2@x.test"]
+    separated = email.message.Message()
+    separated["Resent-From"] = "r@x.test"
+    separated["Received"] = "x"
+    separated["Resent-From"] = "old@x.test"
+    prepared = prepare_message(separated, sender=None, recipients=["t@x.test"], server=Extensions())
+    assert prepared.sender == "r@x.test"
+
+
+def test_non_ascii_headers_use_utf8_only_when_the_server_offers_it() -> None:
+    msg = make_message(From="a@x.test", To="b@x.test", Subject="gr\u00fc\u00df")
+    legacy = prepare_message(msg, sender=None, recipients=None, server=Extensions())
+    assert legacy.data.isascii() and b"=?utf-8?" in legacy.data and not legacy.smtputf8
+    modern = prepare_message(msg, sender=None, recipients=None, server=_server())
+    assert modern.smtputf8 and "gr\u00fc\u00df".encode() in modern.data
+
+
+def test_client_arguments_are_checked() -> None:
+    with pytest.raises(InvalidInputError, match="host"):
+        ClientBase()
+    with pytest.raises(InvalidInputError, match="server_hostname"):
+        ClientBase(sock=socket.socket())
+    base = ClientBase("mx.x.test", 465, timeout=3)
+    assert base.tls_mode is TLSMode.IMPLICIT
+    assert base.timeouts == Timeouts.uniform(3) and base.connect_timeout == 3
+    assert base.server_hostname == "mx.x.test" and base.verified_context
+    assert not base.usable
+    assert ClientBase("h", tls="none", connect_timeout=5).connect_timeout == 5
+
+
+def test_importing_the_package_does_not_import_trio() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, smtpbee.transports as t, smtpbee.transports.sync as s;"
+        "assert 'trio' not in sys.modules;"
+        "assert t.SMTPClient is s.SMTPClient; t.AsyncSMTPClient; t.TrioSMTPClient;"
+        "assert 'trio' in sys.modules\n"
+        "try:\n t.Nothing\nexcept AttributeError: print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_the_sync_transport_refuses_async_bodies(aiosmtpd_server: AiosmtpdServer) -> None:
+    from smtpbee.transports.sync import SMTPClient
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    with SMTPClient(aiosmtpd_server.host, aiosmtpd_server.port, tls="none") as client:
+        body = pieces()
+        with pytest.raises(InvalidInputError, match="async"):
+            client.sendmail("a@x.test", ["b@x.test"], body)
+        assert client.noop().code == 250
+        assert client.pipeline([Noop()])[0].code == 250

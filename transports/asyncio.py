@@ -1,0 +1,20 @@
+"""The asyncio transport: ``from smtpbee.transports.asyncio import AsyncSMTPClient``."""
+
+from __future__ import annotations
+
+from smtpbee._procedures import SendResult, Timeouts, TLSMode
+from smtpbee.transports._asyncio import AsyncSMTPClient, SMTPClient, SMTPPool, send
+from smtpbee.transports._common import TLSInfo, TLSVerificationError, transcript_to
+
+__all__ = [
+    "AsyncSMTPClient",
+    "SMTPClient",
+    "SMTPPool",
+    "SendResult",
+    "TLSInfo",
+    "TLSMode",
+    "TLSVerificationError",
+    "Timeouts",
+    "send",
+    "transcript_to",
+]
