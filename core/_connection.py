@@ -99,6 +99,7 @@ _PHASES = {
 _HELLO_VERBS = frozenset({_V.EHLO, _V.HELO, _V.LHLO})
 _AUTH_VERBS = frozenset({_V.AUTH, _V.AUTH_RESPONSE})
 _CONTENT_END_VERBS = frozenset({_V.END_OF_DATA, _V.BDAT_LAST})
+_CONTENT_VERBS = frozenset({_V.MESSAGE_DATA, _V.END_OF_DATA})
 # The only 3xx replies that mean anything: 354 to DATA, 334 during AUTH.
 _INTERMEDIATE_CODES = {_V.DATA: 354, _V.AUTH: 334, _V.AUTH_RESPONSE: 334}
 
@@ -299,11 +300,17 @@ class Connection:
         If any command is refused, the connection is left exactly as it was,
         so nothing of the group is half-sent.
         """
+        if len(commands) == 1:
+            # One command is already all-or-nothing.
+            return self.send(commands[0])
         pending = len(self._pending)
         # The encoder remembers where a line starts: content encoded for a
         # group that is then dropped must not shift where the next dot is
         # stuffed, or a "." line could end the content early.
-        saved = (self._projected, self._sent_mail, self._content_octets, copy.copy(self._encoder))
+        encoder = self._encoder
+        if encoder is not None and any(c.verb in _CONTENT_VERBS for c in commands):
+            encoder = copy.copy(encoder)
+        saved = (self._projected, self._sent_mail, self._content_octets, encoder)
         try:
             return b"".join([self.send(command) for command in commands])
         except LocalProtocolError:

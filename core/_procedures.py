@@ -238,6 +238,7 @@ class SendResult:
 
 Transcript = Callable[[str, str], None]
 _CHUNK_SIZE = 1 << 20
+_WRITE_SIZE = 1 << 16
 
 
 class ClientSession:
@@ -633,22 +634,40 @@ class ClientSession:
         data_reply = yield from self.command(Data())
         return (yield from self._data_content(result, data_reply))
 
-    def _data_content(self, result: SendResult, data_reply: Reply) -> Procedure:
-        if data_reply.code != 354:
-            yield from self._reset()
-            raise reply_error(data_reply, command="DATA", phase="DATA")
+    def _stream_content(self, trailer: list[Command]) -> Procedure:
+        """Pull the body and send it as DATA content, then ``trailer`` (EndOfData...).
+
+        Small pieces are gathered up to _WRITE_SIZE, and the last piece goes in
+        the same write as the trailer: a small message is one write.
+        """
+        held: list[bytes] = []
+        held_size = 0
         while True:
-            chunk = yield PullBody()
-            if not chunk:
-                break
+            piece = yield PullBody()
+            if piece:
+                held.append(piece)
+                held_size += len(piece)
+                if held_size < _WRITE_SIZE:
+                    continue
+            group: list[Command] = [MessageData(b"".join(held))] if held else []
+            if not piece:
+                group += trailer
+            held, held_size = [], 0
             try:
-                yield from self._send([MessageData(chunk)])
+                yield from self._send(group)
             except LocalProtocolError:
                 # Ending the content now would deliver a truncated message,
                 # and DATA has no other way out: the session must die.
                 self.conn.send_failed()
                 raise
-        yield from self._send([EndOfData()])
+            if not piece:
+                return
+
+    def _data_content(self, result: SendResult, data_reply: Reply) -> Procedure:
+        if data_reply.code != 354:
+            yield from self._reset()
+            raise reply_error(data_reply, command="DATA", phase="DATA")
+        yield from self._stream_content([EndOfData()])
         return (yield from self._final_replies(result, "DATA"))
 
     def _chunks(

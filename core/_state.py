@@ -41,6 +41,10 @@ __all__ = [
 class State(enum.Enum):
     """Where the client is in the session (as confirmed by the server's replies)."""
 
+    # Members are singletons: identity hashing is right and far cheaper
+    # than Enum's default (hashing the name), on the per-command path.
+    __hash__ = object.__hash__
+
     GREETING = "connected, waiting for the server's greeting"
     REFUSED = "the server refused service in its greeting: only QUIT is left"
     CONNECTED = "greeted: say EHLO (or HELO, or LHLO for LMTP)"
@@ -59,6 +63,10 @@ class State(enum.Enum):
 
 class Verb(enum.Enum):
     """What the client can send: the SMTP commands plus the pieces of content."""
+
+    # Members are singletons: identity hashing is right and far cheaper
+    # than Enum's default (hashing the name), on the per-command path.
+    __hash__ = object.__hash__
 
     EHLO = "EHLO"
     HELO = "HELO"
@@ -83,6 +91,10 @@ class Verb(enum.Enum):
 
 class Trigger(enum.Enum):
     """What moves the session from one state to another."""
+
+    # Members are singletons: identity hashing is right and far cheaper
+    # than Enum's default (hashing the name), on the per-command path.
+    __hash__ = object.__hash__
 
     GREETING_ACCEPTED = "220 greeting"
     GREETING_REFUSED = "554 greeting"

@@ -38,6 +38,7 @@
 # lines are never echoed: they may hold a password.
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -278,6 +279,13 @@ def parse_mailbox(address: str, *, what: str = "address") -> Mailbox:
         InvalidInputError: the address is not a single valid mailbox.
         TypeError: address is not a str.
     """
+    # Parsing is pure and costs tens of microseconds; bulk senders repeat the
+    # same few addresses, so recent results are kept (errors are not cached).
+    return _parse_mailbox(_require_str(address, what), what)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_mailbox(address: str, what: str) -> Mailbox:
     where = f"{what} {_require_str(address, what)!a}"
     _check_text(address, what, shown=f" {address!a}")
     text = address

@@ -481,7 +481,8 @@ def test_lockstep_without_pipelining() -> None:
         b"RCPT TO:<c@x.test>\r\n",
         b"DATA\r\n",
     ]
-    assert len(writes.writes) == 7
+    # The two body pieces are gathered and go out with the terminator.
+    assert writes.writes[4:] == [b"Subject: hi\r\n\r\n..dot line\r\nbare lf\r\n.\r\n"]
     assert server.delivered[-1].recipients == ["b@x.test", "c@x.test"]
 
 
@@ -625,10 +626,29 @@ def test_many_data_pieces() -> None:
         pieces,
         on_write=writes,
     )
-    assert len(writes.writes) == 1 + len(pieces) + 1
+    # Small pieces are gathered: the envelope, then content and terminator together.
+    assert len(writes.writes) == 2
     assert server.delivered[-1].content == b"".join(pieces).replace(b"\r\n", b"\n").replace(
         b"\n", b"\r\n"
     )
+
+
+def test_large_data_body_is_written_in_bounded_pieces() -> None:
+    server = ModelServer(extensions=("PIPELINING",))
+    s, _ = opened(server)
+    pieces = [b"x" * 999 + b"\n"] * 300
+    writes = Counter()
+    run_procedure(
+        s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
+        server,
+        pieces,
+        on_write=writes,
+    )
+    content_writes = writes.writes[1:]
+    assert len(content_writes) == 5
+    assert all(len(w) <= (1 << 16) + 1001 for w in content_writes)
+    assert content_writes[-1].endswith(b"\r\n.\r\n")
+    assert server.delivered[-1].content == b"".join(pieces).replace(b"\n", b"\r\n")
 
 
 def test_eight_bit_body_without_8bitmime_is_refused_before_anything() -> None:
