@@ -87,6 +87,7 @@ from ._extensions import Extensions
 from ._procedures import (
     BodyInfo,
     ClientSession,
+    MailJob,
     Procedure,
     PullBody,
     Read,
@@ -143,6 +144,7 @@ __all__ = [
     "LocalProtocolError",
     "Login",
     "Mail",
+    "MailJob",
     "Mailbox",
     "MessageData",
     "MessageTooLargeError",

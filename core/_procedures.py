@@ -75,6 +75,7 @@ from ._errors import (
     InvalidInputError,
     LocalProtocolError,
     OutcomeUnknownError,
+    ProtocolError,
     RemoteProtocolError,
     ReplyError,
     SMTPError,
@@ -101,6 +102,7 @@ from ._validation import parse_reverse_path
 __all__ = [
     "BodyInfo",
     "ClientSession",
+    "MailJob",
     "Procedure",
     "PullBody",
     "Read",
@@ -234,6 +236,18 @@ class SendResult:
     def accepted(self) -> list[str]:
         """Recipients the message went to."""
         return [a for a in self.recipients if a not in self.refused]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailJob:
+    """One message for ClientSession.send_many: its envelope and what is known of its body."""
+
+    sender: str
+    recipients: Sequence[str]
+    body: BodyInfo
+    smtputf8: bool = False
+    mail_options: Mapping[str, Any] | None = None
+    rcpt_options: Mapping[str, Any] | None = None
 
 
 Transcript = Callable[[str, str], None]
@@ -553,6 +567,21 @@ class ClientSession:
             LocalProtocolError: bad input; nothing was sent.
             OutcomeUnknownError: the connection failed after the content.
         """
+        mail, rcpts, chunked = self._prepare(
+            sender, recipients, body, smtputf8, mail_options, rcpt_options
+        )
+        return (yield from self._transaction(mail, rcpts, body, chunked))
+
+    def _prepare(
+        self,
+        sender: str,
+        recipients: Iterable[str],
+        body: BodyInfo,
+        smtputf8: bool,
+        mail_options: Mapping[str, Any] | None,
+        rcpt_options: Mapping[str, Any] | None,
+    ) -> tuple[Mail, list[Rcpt], bool]:
+        """The MAIL and RCPT commands for a message, checked; whether to use BDAT."""
         # A recipient named twice would get two RCPTs but one entry in the
         # result, and LMTP would then answer more often than counted.
         recipients = list(dict.fromkeys(recipients))
@@ -581,9 +610,118 @@ class ClientSession:
             mail_args.setdefault("size", body.size)
         mail = Mail(sender=sender, **mail_args)
         chunked = ext.chunking and (self.conn.pipelining or body.binary)
+        return mail, rcpts, chunked
+
+    def _transaction(
+        self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool
+    ) -> Procedure:
         if self.conn.pipelining:
             return (yield from self._pipelined_transaction(mail, rcpts, body, chunked))
         return (yield from self._lockstep_transaction(mail, rcpts, body, chunked))
+
+    def send_many(self, jobs: Iterable[MailJob]) -> Procedure:
+        """Several mail transactions on this session, each settled on its own.
+
+        With PIPELINING (and DATA), consecutive transactions overlap as RFC 2920
+        §3.1 allows: the end of one message's content, its terminator, and the
+        next MAIL, RCPTs and DATA go out in one write, so each message costs one
+        round trip. With CHUNKING each message is already one round trip.
+
+        Returns a list with one entry per job, in order: its SendResult, the
+        SMTPError that ended it (a refusal, bad input, or — for the message
+        whose final reply was lost — OutcomeUnknownError), or None for jobs
+        never tried because the session ended first.
+        """
+        jobs = list(jobs)
+        results: list[SendResult | SMTPError | None] = [None] * len(jobs)
+        # With CHUNKING a message is one round trip already; LMTP's replies per
+        # recipient make overlapping more trouble than it saves.
+        ext = self.conn.extensions
+        overlap = self.conn.pipelining and not self.conn.lmtp and not ext.chunking
+        carry: list[Command] = []
+        awaiting: tuple[int, SendResult] | None = None
+        index = -1
+        try:
+            for index, job in enumerate(jobs):
+                try:
+                    mail, rcpts, chunked = self._prepare(
+                        job.sender,
+                        job.recipients,
+                        job.body,
+                        job.smtputf8,
+                        job.mail_options,
+                        job.rcpt_options,
+                    )
+                except LocalProtocolError as exc:
+                    results[index] = exc
+                    yield from self._skip_body()
+                    continue
+                if not overlap:
+                    try:
+                        results[index] = yield from self._transaction(
+                            mail, rcpts, job.body, chunked
+                        )
+                    except ReplyError as exc:
+                        results[index] = exc
+                    continue
+                yield from self._send_content([*carry, mail, *rcpts, Data()])
+                carry = []
+                if awaiting is not None:
+                    results[awaiting[0]] = yield from self._settle(awaiting[1])
+                    awaiting = None
+                result, data_reply, failure = yield from self._envelope_replies(mail, rcpts)
+                if failure is not None or data_reply.code != 354:
+                    results[index] = yield from self._abandon(failure, data_reply)
+                    yield from self._skip_body()
+                    continue
+                carry = yield from self._stream_content([EndOfData()], write_last=False)
+                awaiting = (index, result)
+            if awaiting is not None:
+                yield from self._send_content(carry)
+                results[awaiting[0]] = yield from self._settle(awaiting[1])
+        except (ConnectionLostError, SMTPTimeoutError, OutcomeUnknownError, ProtocolError) as exc:
+            # The session is over. The message whose content was handed over may
+            # have been delivered; the one whose envelope was on its way was not.
+            if awaiting is not None:
+                results[awaiting[0]] = _outcome_unknown(exc)
+            if results[index] is None:
+                results[index] = _envelope_lost(exc) if awaiting is not None else exc
+        return results
+
+    def _envelope_replies(self, mail: Mail, rcpts: list[Rcpt]) -> Procedure:
+        """The replies to MAIL, each RCPT and DATA; the envelope's failure, if any."""
+        mail_reply = (yield from self._reply()).reply
+        result = SendResult(recipients={})
+        for rcpt in rcpts:
+            result.recipients[rcpt.recipient] = (yield from self._reply()).reply
+        data_reply = (yield from self._reply()).reply
+        return result, data_reply, _envelope_failure(mail, mail_reply, result)
+
+    def _abandon(self, failure: ReplyError | None, data_reply: Reply) -> Procedure:
+        """End a transaction whose envelope or DATA was refused; return the error."""
+        if data_reply.code == 354:
+            # RFC 2920 §3.1: DATA accepted with no recipient: end it at once.
+            yield from self._send([EndOfData()])
+            yield from self._reply()
+        yield from self._reset()
+        return failure or reply_error(data_reply, command="DATA", phase="DATA")
+
+    def _settle(self, result: SendResult) -> Procedure:
+        """Read the final reply of an overlapped transaction.
+
+        No RSET on failure: the transaction is over, and the next one is
+        already on its way.
+        """
+        reply = (yield from self._reply()).reply
+        result.data = reply
+        if reply.is_success:
+            return result
+        return reply_error(reply, phase="DATA (end of content)")
+
+    def _skip_body(self) -> Procedure:
+        """Consume a job's body unsent, so the next job's body comes next."""
+        while (yield PullBody()):
+            pass
 
     def _pipelined_transaction(
         self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool
@@ -596,19 +734,9 @@ class ClientSession:
         else:
             opener = Data()
         yield from self._send([mail, *rcpts, opener])
-        mail_reply = (yield from self._reply()).reply
-        result = SendResult(recipients={})
-        for rcpt in rcpts:
-            result.recipients[rcpt.recipient] = (yield from self._reply()).reply
-        opener_reply = (yield from self._reply()).reply
-        failure = _envelope_failure(mail, mail_reply, result)
+        result, opener_reply, failure = yield from self._envelope_replies(mail, rcpts)
         if failure is not None:
-            if opener_reply.code == 354:
-                # RFC 2920 §3.1: DATA accepted with no recipient: end it at once.
-                yield from self._send([EndOfData()])
-                yield from self._reply()
-            yield from self._reset()
-            raise failure
+            raise (yield from self._abandon(failure, opener_reply))
         if isinstance(opener, Bdat):
             return (yield from self._chunks(result, opener, opener_reply, normalizer))
         return (yield from self._data_content(result, opener_reply))
@@ -634,11 +762,13 @@ class ClientSession:
         data_reply = yield from self.command(Data())
         return (yield from self._data_content(result, data_reply))
 
-    def _stream_content(self, trailer: list[Command]) -> Procedure:
+    def _stream_content(self, trailer: list[Command], *, write_last: bool = True) -> Procedure:
         """Pull the body and send it as DATA content, then ``trailer`` (EndOfData...).
 
         Small pieces are gathered up to _WRITE_SIZE, and the last piece goes in
-        the same write as the trailer: a small message is one write.
+        the same write as the trailer: a small message is one write. With
+        ``write_last=False`` that last group is returned instead of written, so
+        the caller can put the next transaction's envelope behind it.
         """
         held: list[bytes] = []
         held_size = 0
@@ -650,23 +780,27 @@ class ClientSession:
                 if held_size < _WRITE_SIZE:
                     continue
             group: list[Command] = [MessageData(b"".join(held))] if held else []
+            held, held_size = [], 0
             if not piece:
                 group += trailer
-            held, held_size = [], 0
-            try:
-                yield from self._send(group)
-            except LocalProtocolError:
-                # Ending the content now would deliver a truncated message,
-                # and DATA has no other way out: the session must die.
-                self.conn.send_failed()
-                raise
+                if not write_last:
+                    return group
+            yield from self._send_content(group)
             if not piece:
-                return
+                return []
+
+    def _send_content(self, group: list[Command]) -> Procedure:
+        try:
+            yield from self._send(group)
+        except LocalProtocolError:
+            # Ending the content now would deliver a truncated message,
+            # and DATA has no other way out: the session must die.
+            self.conn.send_failed()
+            raise
 
     def _data_content(self, result: SendResult, data_reply: Reply) -> Procedure:
         if data_reply.code != 354:
-            yield from self._reset()
-            raise reply_error(data_reply, command="DATA", phase="DATA")
+            raise (yield from self._abandon(None, data_reply))
         yield from self._stream_content([EndOfData()])
         return (yield from self._final_replies(result, "DATA"))
 
@@ -785,3 +919,19 @@ def _envelope_failure(mail: Mail, mail_reply: Reply, result: SendResult) -> Repl
     error = reply_error((permanent or replies)[0], phase="RCPT (every recipient refused)")
     error.recipients = dict(result.recipients)
     return error
+
+
+def _outcome_unknown(exc: SMTPError) -> OutcomeUnknownError:
+    if isinstance(exc, OutcomeUnknownError):
+        return exc
+    unknown = OutcomeUnknownError(f"{exc}: the message may have been accepted")
+    unknown.__cause__ = exc
+    return unknown
+
+
+def _envelope_lost(exc: SMTPError) -> SMTPError:
+    if not isinstance(exc, OutcomeUnknownError):
+        return exc
+    lost = ConnectionLostError("the session ended before this message's content was sent")
+    lost.__cause__ = exc
+    return lost

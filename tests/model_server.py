@@ -45,6 +45,7 @@ class ModelServer:
     lmtp: bool = False
     users: dict[str, str] = field(default_factory=lambda: {"user": "secret"})
     refuse_content: bool = False
+    refuse_content_containing: bytes | None = None
     tls: bool = False
     received: bytearray = field(default_factory=bytearray)
     delivered: list[Delivered] = field(default_factory=list)
@@ -214,7 +215,8 @@ class ModelServer:
         if not self._rcpts:
             self._reset()
             return b"554 5.5.1 Error: no valid recipients\r\n"
-        if self.refuse_content:
+        marker = self.refuse_content_containing
+        if self.refuse_content or (marker is not None and marker in self._data):
             self._reset()
             return b"554 5.6.0 Message refused\r\n"
         assert self._sender is not None

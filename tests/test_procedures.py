@@ -30,6 +30,7 @@ from smtpbee._events import Phase
 from smtpbee._procedures import (
     BodyInfo,
     ClientSession,
+    MailJob,
     PullBody,
     Read,
     SendResult,
@@ -983,3 +984,145 @@ def test_lockstep_mail_refused_sends_no_rcpt() -> None:
     with pytest.raises(PermanentReplyError):
         script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(size=1, eight_bit=False)))
     assert script.written == b"MAIL FROM:<a@x.test>\r\nRSET\r\n"
+
+
+# ----------------------------------------------------------------------
+# send_many(): several transactions, overlapped with PIPELINING
+# ----------------------------------------------------------------------
+
+
+def _jobs(*recipient_lists: list[str]) -> list[MailJob]:
+    return [
+        MailJob(sender="a@x.test", recipients=r, body=BodyInfo(eight_bit=False))
+        for r in recipient_lists
+    ]
+
+
+def _bodies(count: int) -> list[bytes]:
+    # Each body ends with b"" so the driver's flat iterator separates messages.
+    pieces: list[bytes] = []
+    for i in range(count):
+        pieces += [b"Subject: %d\r\n\r\n" % i, b".dot %d\n" % i, b""]
+    return pieces
+
+
+def test_send_many_overlaps_transactions_one_round_trip_each() -> None:
+    server = ModelServer(extensions=("PIPELINING",))
+    s, _ = opened(server)
+    writes = Counter()
+    reads_before = server.reads
+    results = run_procedure(
+        s.send_many(_jobs(["b@x.test"], ["c@x.test"], ["d@x.test"])),
+        server,
+        _bodies(3),
+        on_write=writes,
+    )
+    assert [r.accepted for r in results] == [["b@x.test"], ["c@x.test"], ["d@x.test"]]
+    assert [d.content for d in server.delivered] == [
+        b"Subject: %d\r\n\r\n.dot %d\r\n" % (i, i) for i in range(3)
+    ]
+    # The terminator of one message and the next envelope share a write.
+    assert len(writes.writes) == 4
+    assert writes.writes[1].startswith(b"Subject: 0") and b"\r\n.\r\nMAIL FROM:" in writes.writes[1]
+    assert writes.writes[1].endswith(b"RCPT TO:<c@x.test>\r\nDATA\r\n")
+    assert server.reads - reads_before == 4
+
+
+def test_send_many_settles_each_failure_on_its_own() -> None:
+    server = ModelServer(
+        extensions=("PIPELINING",),
+        refuse_recipients={"gone@x.test"},
+        refuse_content_containing=b"REFUSE",
+    )
+    s, _ = opened(server)
+    jobs = _jobs(["b@x.test"], ["gone@x.test"], ["c@x.test"], ["d@x.test"])
+    jobs.insert(1, MailJob(sender="a@x.test", recipients=["bad\r\n@x.test"], body=BodyInfo()))
+    bodies = [
+        b"first\r\n",
+        b"",
+        b"never sent\r\n",
+        b"",
+        b"unwanted\r\n",
+        b"",
+        b"REFUSE me\r\n",
+        b"",
+    ]
+    bodies += [b"last\r\n", b""]
+    results = run_procedure(s.send_many(jobs), server, bodies)
+    assert isinstance(results[0], SendResult)
+    assert isinstance(results[1], InvalidInputError)
+    assert (
+        isinstance(results[2], PermanentReplyError)
+        and results[2].recipients["gone@x.test"].code == 550
+    )
+    assert isinstance(results[3], PermanentReplyError) and results[3].code == 554
+    assert isinstance(results[4], SendResult)
+    assert [d.content for d in server.delivered] == [b"first\r\n", b"last\r\n"]
+    assert b"never sent" not in server.received and b"unwanted" not in server.received
+    # RSET only after the refused envelope; a refused content needs none.
+    assert server.commands.count("RSET") == 1
+
+
+def test_send_many_with_chunking_sends_each_message_in_one_write() -> None:
+    server = ModelServer(extensions=("PIPELINING", "CHUNKING"))
+    s, _ = opened(server)
+    writes = Counter()
+    results = run_procedure(
+        s.send_many(_jobs(["b@x.test"], ["c@x.test"])), server, _bodies(2), on_write=writes
+    )
+    assert all(isinstance(r, SendResult) for r in results)
+    assert len(writes.writes) == 2 and all(b"BDAT " in w for w in writes.writes)
+
+
+def test_send_many_without_pipelining_goes_step_by_step() -> None:
+    server = ModelServer(extensions=())
+    s, _ = opened(server)
+    results = run_procedure(s.send_many(_jobs(["b@x.test"], ["gone@x.test"])), server, _bodies(2))
+    assert isinstance(results[0], SendResult) and isinstance(results[1], SendResult)
+    assert len(server.delivered) == 2
+
+
+def test_send_many_reports_the_unsettled_message_as_outcome_unknown() -> None:
+    s, script = scripted_session(
+        b"250 ok\r\n250 ok\r\n354 go\r\n",
+        b"",  # the server closes instead of answering message 1's content
+        body=[b"one\r\n", b"", b"two\r\n", b"", b"three\r\n", b""],
+    )
+    results = script.run(s.send_many(_jobs(["b@x.test"], ["c@x.test"], ["d@x.test"])))
+    assert isinstance(results[0], OutcomeUnknownError)
+    assert isinstance(results[1], ConnectionLostError)
+    assert results[2] is None
+    assert s.conn.state in (State.CLOSED, State.ERROR)
+
+
+def test_send_many_with_chunking_records_a_refused_envelope() -> None:
+    server = ModelServer(extensions=("PIPELINING", "CHUNKING"), refuse_recipients={"gone@x.test"})
+    s, _ = opened(server)
+    results = run_procedure(s.send_many(_jobs(["gone@x.test"], ["c@x.test"])), server, _bodies(2))
+    assert isinstance(results[0], PermanentReplyError) and results[0].code == 550
+    assert isinstance(results[1], SendResult)
+    assert [d.recipients for d in server.delivered] == [["c@x.test"]]
+
+
+def test_send_many_garbage_while_awaiting_a_final_reply() -> None:
+    s, script = scripted_session(
+        b"250 ok\r\n250 ok\r\n354 go\r\n",
+        b"xyz\r\n",
+        body=[b"one\r\n", b"", b"two\r\n", b""],
+    )
+    results = script.run(s.send_many(_jobs(["b@x.test"], ["c@x.test"])))
+    assert isinstance(results[0], OutcomeUnknownError)
+    assert isinstance(results[0].__cause__, RemoteProtocolError)
+    assert isinstance(results[1], RemoteProtocolError)
+
+
+def test_send_many_last_message_lost_at_its_final_reply() -> None:
+    s, script = scripted_session(b"250 ok\r\n250 ok\r\n354 go\r\n", b"", body=[b"one\r\n", b""])
+    results = script.run(s.send_many(_jobs(["b@x.test"])))
+    assert len(results) == 1 and isinstance(results[0], OutcomeUnknownError)
+
+
+def test_send_many_timeout_before_any_content() -> None:
+    s, script = scripted_session(SMTPTimeoutError("too slow"), body=[b"one\r\n", b""])
+    results = script.run(s.send_many(_jobs(["b@x.test"], ["c@x.test"])))
+    assert isinstance(results[0], SMTPTimeoutError) and results[1] is None

@@ -97,6 +97,57 @@ async def test_pipelining_and_chunking_send_the_envelope_and_body_in_one_write(
 
 
 @pytest.mark.anyio
+async def test_a_batch_overlaps_messages_one_round_trip_each(
+    flavour: Flavour, scripted_server: Any
+) -> None:
+    server = scripted_server(
+        [
+            *hello(PIPELINING_EHLO),
+            expect(b"MAIL FROM:<a@x.test>"),
+            expect(b"RCPT TO:<b@x.test>"),
+            expect(b"DATA"),
+            send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            expect_data(),
+            expect(b"MAIL FROM:<a@x.test>"),
+            expect(b"RCPT TO:<c@x.test>"),
+            expect(b"DATA"),
+            send(b"250 queued 1\r\n250 ok\r\n550 no such user\r\n503 no recipients\r\n"),
+            expect(b"RSET"),
+            send(b"250 reset\r\n"),
+            expect(b"MAIL FROM:<a@x.test>"),
+            expect(b"RCPT TO:<d@x.test>"),
+            expect(b"DATA"),
+            send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            expect_data(),
+            send(b"250 queued 3\r\n"),
+            expect(b"QUIT"),
+            send(b"221 bye\r\n"),
+        ]
+    )
+    jobs = [
+        ("a@x.test", ["b@x.test"], b"one\r\n"),
+        ("a@x.test", "c@x.test", [b"two\r\n"]),
+        ("a@x.test", ["d@x.test"], [b"thr", b"", b"ee\r\n"]),
+    ]
+    async with flavour.client(server) as c:
+        results = await c.sendmail_many(jobs)
+    await finished(server)
+    assert results[0].data.code == 250 and results[2].data.code == 250
+    assert (
+        isinstance(results[1], PermanentReplyError)
+        and results[1].recipients["c@x.test"].code == 550
+    )
+    # Message 1's content and terminator went with message 2's envelope.
+    assert [unit.split(b" ")[0] for unit in server.received_groups[2]] == [
+        b"one\r\n.\r\n",
+        b"MAIL",
+        b"RCPT",
+        b"DATA\r\n",
+    ]
+    assert server.data_bodies == [b"one\r\n", b"three\r\n"]
+
+
+@pytest.mark.anyio
 async def test_pipelining_with_data_sends_mail_rcpt_data_in_one_write(
     flavour: Flavour, scripted_server: Any
 ) -> None:

@@ -39,6 +39,7 @@ import ssl
 import stat
 from collections.abc import (
     AsyncIterable,
+    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -64,6 +65,7 @@ from smtpbee._extensions import Extensions
 from smtpbee._procedures import (
     BodyInfo,
     ClientSession,
+    MailJob,
     Procedure,
     Read,
     Request,
@@ -376,10 +378,39 @@ def body_source(body: Any) -> tuple[BodyInfo, Iterator[bytes] | AsyncIterable[by
     if hasattr(body, "read"):
         return BodyInfo(size=_known_size(body)), _file_pieces(body)
     if isinstance(body, AsyncIterable):
-        return BodyInfo(), body
+        return BodyInfo(), _non_empty_async(body)
     if isinstance(body, Iterable):
-        return BodyInfo(), (bytes(piece) for piece in body)
+        return BodyInfo(), (bytes(piece) for piece in body if piece)
     raise InvalidInputError(f"cannot send a body of type {type(body).__name__}")
+
+
+async def _non_empty_async(pieces: AsyncIterable[Any]) -> AsyncIterator[bytes]:
+    # To PullBody b"" means the end: an empty piece must not cut a body short.
+    async for piece in pieces:
+        if piece:
+            yield bytes(piece)
+
+
+def batch_source(
+    jobs: Iterable[tuple[str, str | Sequence[str], Any]],
+) -> tuple[list[MailJob], Iterator[bytes]]:
+    """The MailJobs of a batch and one stream of their bodies, each ended by b""."""
+    mail_jobs: list[MailJob] = []
+    sources: list[Iterator[bytes]] = []
+    for sender, recipients, body in jobs:
+        info, pieces = body_source(body)
+        if not isinstance(pieces, Iterator):
+            raise InvalidInputError("a batch takes bytes, files or iterables of bytes as bodies")
+        rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
+        mail_jobs.append(MailJob(sender=sender, recipients=rcpts, body=info))
+        sources.append(pieces)
+
+    def bodies() -> Iterator[bytes]:
+        for pieces in sources:
+            yield from pieces
+            yield b""
+
+    return mail_jobs, bodies()
 
 
 # ----------------------------------------------------------------------------
@@ -489,6 +520,12 @@ class ClientBase:
             rcpt_options=rcpt_options,
         )
         return proc, pieces
+
+    def _plan_sendmail_many(
+        self, jobs: Iterable[tuple[str, str | Sequence[str], Any]]
+    ) -> tuple[Procedure, Iterator[bytes]]:
+        mail_jobs, bodies = batch_source(jobs)
+        return self.session.send_many(mail_jobs), bodies
 
     def _plan_message(
         self,

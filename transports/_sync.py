@@ -19,7 +19,7 @@ from __future__ import annotations
 import email.message
 import socket
 import time
-from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -193,6 +193,19 @@ class SMTPClient(ClientBase):
             sender, recipients, body, mail_options, rcpt_options, smtputf8
         )
         return cast(SendResult, self._run(proc, _blocking(pieces)))
+
+    def sendmail_many(
+        self, jobs: Iterable[tuple[str, str | Sequence[str], Any]]
+    ) -> list[SendResult | SMTPError | None]:
+        """Send several messages, overlapping them where the server allows.
+
+        Each job is ``(sender, recipients, body)``. With PIPELINING, one message's
+        terminator and the next one's envelope share a write: one round trip per
+        message. Returns, per job, its SendResult, the SMTPError that ended it,
+        or None if the session ended before it was tried.
+        """
+        proc, bodies = self._plan_sendmail_many(jobs)
+        return cast("list[SendResult | SMTPError | None]", self._run(proc, bodies))
 
     def command(self, command: Command) -> Reply:
         """Send one command object; returns its reply, refusals included."""

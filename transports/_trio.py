@@ -25,6 +25,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Iterable,
     Iterator,
     Mapping,
     Sequence,
@@ -212,6 +213,19 @@ class TrioSMTPClient(ClientBase):
             sender, recipients, body, mail_options, rcpt_options, smtputf8
         )
         return cast(SendResult, await self._run(proc, pieces))
+
+    async def sendmail_many(
+        self, jobs: Iterable[tuple[str, str | Sequence[str], Any]]
+    ) -> list[SendResult | SMTPError | None]:
+        """Send several messages, overlapping them where the server allows.
+
+        Each job is ``(sender, recipients, body)``. With PIPELINING, one message's
+        terminator and the next one's envelope share a write: one round trip per
+        message. Returns, per job, its SendResult, the SMTPError that ended it,
+        or None if the session ended before it was tried.
+        """
+        proc, bodies = self._plan_sendmail_many(jobs)
+        return cast("list[SendResult | SMTPError | None]", await self._run(proc, bodies))
 
     async def command(self, command: Command) -> Reply:
         """Send one command object; returns its reply, refusals included."""
