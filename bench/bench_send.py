@@ -56,6 +56,13 @@ def smtpbee_sync(port: int, count: int, body: bytes) -> None:
             client.sendmail(SENDER, [RECIPIENT], body)
 
 
+def smtpbee_sync_batch(port: int, count: int, body: bytes) -> None:
+    from smtpbee.transports.sync import SMTPClient
+
+    with SMTPClient("127.0.0.1", port, tls="none") as client:
+        client.sendmail_many([(SENDER, [RECIPIENT], body)] * count)
+
+
 def smtpbee_asyncio(port: int, count: int, body: bytes) -> None:
     from smtpbee.transports.asyncio import AsyncSMTPClient
 
@@ -115,6 +122,7 @@ def _big_email(body: bytes) -> EmailMessage:
 
 CLIENTS: dict[str, Callable[[int, int, bytes], None]] = {
     "smtpbee sync": smtpbee_sync,
+    "smtpbee sync batch": smtpbee_sync_batch,
     "smtpbee asyncio": smtpbee_asyncio,
     "smtpbee trio": smtpbee_trio,
     "smtplib": stdlib_smtplib,

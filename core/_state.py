@@ -38,12 +38,15 @@ __all__ = [
 ]
 
 
-class State(enum.Enum):
-    """Where the client is in the session (as confirmed by the server's replies)."""
-
-    # Members are singletons: identity hashing is right and far cheaper
-    # than Enum's default (hashing the name), on the per-command path.
+class _IdentityHashed(enum.Enum):
+    # Members are singletons: identity hashing is right, and far cheaper than
+    # Enum's default (hashing the name) on the per-command path, where states,
+    # verbs and triggers are dictionary keys.
     __hash__ = object.__hash__
+
+
+class State(_IdentityHashed):
+    """Where the client is in the session (as confirmed by the server's replies)."""
 
     GREETING = "connected, waiting for the server's greeting"
     REFUSED = "the server refused service in its greeting: only QUIT is left"
@@ -61,12 +64,8 @@ class State(enum.Enum):
     ERROR = "a protocol error ended the session"
 
 
-class Verb(enum.Enum):
+class Verb(_IdentityHashed):
     """What the client can send: the SMTP commands plus the pieces of content."""
-
-    # Members are singletons: identity hashing is right and far cheaper
-    # than Enum's default (hashing the name), on the per-command path.
-    __hash__ = object.__hash__
 
     EHLO = "EHLO"
     HELO = "HELO"
@@ -89,12 +88,8 @@ class Verb(enum.Enum):
     QUIT = "QUIT"
 
 
-class Trigger(enum.Enum):
+class Trigger(_IdentityHashed):
     """What moves the session from one state to another."""
-
-    # Members are singletons: identity hashing is right and far cheaper
-    # than Enum's default (hashing the name), on the per-command path.
-    __hash__ = object.__hash__
 
     GREETING_ACCEPTED = "220 greeting"
     GREETING_REFUSED = "554 greeting"
