@@ -1,0 +1,665 @@
+"""The smtpbee command-line tool, run as a subprocess (``python -m smtpbee``).
+
+Every exit code of the contract is produced here for real: against aiosmtpd,
+scripted hostile servers, a closed port and Postfix; the scenarios that depend on
+the transport run once per transport (sync, asyncio, trio).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import io
+import json
+import os
+import runpy
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import (
+    AiosmtpdServer,
+    PostfixServer,
+    ScriptedServer,
+    TLSAiosmtpdServer,
+    expect,
+    expect_close,
+    send,
+)
+from smtpbee import (
+    LocalProtocolError,
+    MessageTooLargeError,
+    OutcomeUnknownError,
+    TLSMode,
+    UnsupportedExtensionError,
+)
+from smtpbee.cli import build_parser
+from smtpbee.cli._client import make_client, parse_server, resolve_tls
+from smtpbee.cli._client import run as run_job
+from smtpbee.cli._output import UsageError, classify
+from smtpbee.cli._progress import PROGRESS_THRESHOLD, ProgressBody, wants_progress
+from smtpbee.cli._send import deliver, prepare
+
+TRANSPORTS = ["sync", "asyncio", "trio"]
+ALICE_PASSWORD = "wonderland"
+GREETING = send(b"220 scripted.test ESMTP\r\n")
+PLAIN_EHLO = b"250-scripted.test\r\n250 8BITMIME\r\n"
+MESSAGE = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nHello.\r\n.dot\r\n"
+
+
+def smtpbee(*args: str, stdin: bytes | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m smtpbee ARGS``; the environment gets ``env`` on top."""
+    environ = {k: v for k, v in os.environ.items() if k != "SMTPBEE_PASSWORD"}
+    environ.update(env)
+    completed = subprocess.run(
+        [sys.executable, "-m", "smtpbee", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        env=environ,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        completed.args,
+        completed.returncode,
+        completed.stdout.decode("utf-8"),
+        completed.stderr.decode("utf-8"),
+    )
+
+
+def as_json(run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = run.stdout.splitlines()
+    assert len(lines) == 1, run.stdout + run.stderr
+    document: dict[str, Any] = json.loads(lines[0])
+    return document
+
+
+def plain(server: AiosmtpdServer | ScriptedServer, *args: str) -> list[str]:
+    """The send options for a plaintext loopback server."""
+    return ["send", "--server", f"127.0.0.1:{server.port}", "--tls", "none", *args]
+
+
+@pytest.fixture
+def message_file(tmp_path: Path) -> Path:
+    path = tmp_path / "message.eml"
+    path.write_bytes(MESSAGE)
+    return path
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# -- success, per transport --------------------------------------------------------------
+
+
+def test_send_a_file_with_every_transport(
+    aiosmtpd_server: AiosmtpdServer, message_file: Path, transport: str
+) -> None:
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@example.test"),
+        *("--message", str(message_file), "--transport", transport, "--json"),
+    )
+    assert run.returncode == 0, run.stderr
+    result = as_json(run)
+    assert result["ok"] is True
+    assert result["error"] is None
+    assert result["transport"] == transport
+    assert result["recipients"] == {"b@example.test": {"code": 250, "enhanced": None, "text": "OK"}}
+    assert result["data"]["code"] == 250
+    assert result["tls"] is None
+    assert "8BITMIME" in result["extensions"]
+    [received] = aiosmtpd_server.messages
+    assert received.content == MESSAGE
+    assert received.mail_from == "a@example.test"
+
+
+def test_text_output_and_the_null_sender(aiosmtpd_server: AiosmtpdServer) -> None:
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "", "--to", "b@example.test", "--body", "bounce"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "accepted  b@example.test: 250 OK" in run.stdout
+    assert "sent      message: 250 2.0.0 OK: queued" in run.stdout
+    assert "tls       none (--tls none)" in run.stdout
+    [received] = aiosmtpd_server.messages
+    assert received.mail_from == "<>"
+    assert b"From:" not in received.content.split(b"\r\n\r\n")[0]
+
+
+def test_message_from_stdin(aiosmtpd_server: AiosmtpdServer) -> None:
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@example.test"),
+        *("--message", "-"),
+        stdin=MESSAGE,
+    )
+    assert run.returncode == 0, run.stderr
+    assert aiosmtpd_server.messages[0].content == MESSAGE
+
+
+def test_a_composed_message_with_attachments(
+    aiosmtpd_server: AiosmtpdServer, tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("some notes\n")
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@example.test"),
+        *("--to", "c@example.test", "--subject", "Grüße", "--body", "Hällo"),
+        *("--attach", str(tmp_path / "notes.txt"), "--attach", str(tmp_path / "blob.bin")),
+    )
+    assert run.returncode == 0, run.stderr
+    [received] = aiosmtpd_server.messages
+    assert received.rcpt_tos == ["b@example.test", "c@example.test"]
+    content = received.content
+    assert content.isascii()
+    headers = content.split(b"\r\n\r\n")[0]
+    for name in (b"Date:", b"Message-ID: <", b"To: b@example.test, c@example.test", b"Subject:"):
+        assert name in headers
+    assert b"@example.test>" in headers
+    assert b'Content-Type: text/plain; charset="utf-8"' in content
+    assert b'filename="notes.txt"' in content
+    assert b"Content-Type: application/octet-stream" in content
+    assert b"H=C3=A4llo" in content
+
+
+# -- 64: usage ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["send", "--server", "127.0.0.1", "--to", "b@example.test"],
+        ["send", "--server", "host:0", "--from", "a@x.test", "--to", "b@x.test", "--body", "x"],
+        ["send", "--server", "h", "--from", "a@x.test", "--to", "b@x.test"],
+        ["send", "--server", "h", "--from", "a@x.test", "--to", "b@x.test", "--body", "x",
+         "--message", "f"],
+        ["send", "--server", "h", "--from", "a@x.test", "--to", "b@x.test", "--body", "x",
+         "--cafile", "f", "--insecure"],
+        ["send", "--server", "h", "--from", "a@x.test", "--to", "b@x.test", "--body", "x",
+         "--user", "u"],
+        ["send", "--server", "h", "--from", "a@x.test", "--to", "b@x.test", "--body", "x",
+         "--states"],
+        ["send", "--server", "h", "--from", "a@x.test", "--to", "b@x.test", "--body", "x",
+         "--user", "u", "--password", "p", "--auth", "GSSAPI"],
+        ["probe", "--server", "[::1"],
+        ["probe", "--server", "h", "--timeout", "0"],
+        ["states", "--format", "svg"],
+        ["frobnicate"],
+    ],
+)  # fmt: skip
+def test_usage_errors_are_one_line_and_64(args: list[str]) -> None:
+    run = smtpbee(*args)
+    assert run.returncode == 64
+    assert run.stdout == ""
+    assert len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.stderr.startswith("smtpbee: error: ")
+    assert "Traceback" not in run.stderr
+
+
+# -- 65: bad input, caught before anything is sent ---------------------------------------
+
+
+def test_an_address_with_cr_is_65_and_nothing_is_sent(
+    aiosmtpd_server: AiosmtpdServer, message_file: Path
+) -> None:
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--message", str(message_file)),
+        *("--to", "b@example.test\rRCPT TO:<evil@example.test>", "--json"),
+    )
+    assert run.returncode == 65
+    result = as_json(run)
+    assert result["ok"] is False
+    assert result["error"]["kind"] == "input"
+    assert "recipient" in result["error"]["text"]
+    assert aiosmtpd_server.connections == 0
+    assert aiosmtpd_server.messages == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--message", "/nonexistent/message.eml"],
+        ["--body", "x", "--attach", "/nonexistent/file.pdf"],
+        ["--body", "x", "--cafile", "/nonexistent/ca.pem"],
+        ["--body", "x", "--user", "alice", "--password-file", "/nonexistent/pw"],
+        ["--body", "x", "--user", "alice", "--password-env", "SMTPBEE_NO_SUCH_VARIABLE"],
+        ["--body", "x", "--helo", "bad name"],
+        ["--subject", "two\nlines"],
+    ],
+)
+def test_unusable_input_is_65(aiosmtpd_server: AiosmtpdServer, extra: list[str]) -> None:
+    run = smtpbee(*plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@x.test"), *extra)
+    assert run.returncode == 65, run.stderr
+    assert run.stderr.startswith("smtpbee: error: ")
+    assert len(run.stderr.splitlines()) == 1
+    assert aiosmtpd_server.connections == 0
+
+
+# -- 69: permanent refusals --------------------------------------------------------------
+
+
+def test_one_refused_recipient_is_69_with_the_refusal_in_json(
+    aiosmtpd_server: AiosmtpdServer, message_file: Path, transport: str
+) -> None:
+    aiosmtpd_server.reject_recipients.add("nobody@example.test")
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--message", str(message_file)),
+        *("--to", "b@example.test", "--to", "nobody@example.test"),
+        *("--transport", transport, "--json"),
+    )
+    assert run.returncode == 69
+    result = as_json(run)
+    assert result["ok"] is False
+    assert result["recipients"]["b@example.test"]["code"] == 250
+    assert result["recipients"]["nobody@example.test"] == {
+        "code": 550,
+        "enhanced": "5.1.1",
+        "text": "<nobody@example.test>: Recipient address rejected",
+    }
+    assert result["data"]["code"] == 250
+    assert "nobody@example.test" in run.stderr
+    assert aiosmtpd_server.messages[0].rcpt_tos == ["b@example.test"]
+
+
+def test_every_recipient_refused_and_a_refused_message(
+    aiosmtpd_server: AiosmtpdServer, message_file: Path
+) -> None:
+    aiosmtpd_server.reject_recipients.add("nobody@example.test")
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--to", "nobody@example.test"),
+        *("--message", str(message_file), "--json"),
+    )
+    assert run.returncode == 69
+    result = as_json(run)
+    assert result["recipients"]["nobody@example.test"]["code"] == 550
+    assert result["error"]["kind"] == "permanent"
+    assert result["error"]["code"] == 550
+    assert result["data"] is None
+
+    aiosmtpd_server.reject_message = True
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@example.test"),
+        *("--message", str(message_file)),
+    )
+    assert run.returncode == 69
+    assert "REFUSED   message: 554 5.6.0" in run.stdout
+    assert "smtpbee: error: 554" in run.stderr
+
+
+# -- 75: temporary failures --------------------------------------------------------------
+
+
+def test_a_4xx_is_75(scripted_server: Any, message_file: Path, transport: str) -> None:
+    server = scripted_server(
+        [
+            GREETING,
+            expect(b"EHLO"),
+            send(PLAIN_EHLO),
+            expect(b"MAIL FROM:<a@example.test>"),
+            send(b"451 4.3.0 Try again later\r\n"),
+            expect(b"RSET"),
+            send(b"250 OK\r\n"),
+            expect(b"QUIT"),
+            send(b"221 Bye\r\n"),
+        ]
+    )
+    run = smtpbee(
+        *plain(server, "--from", "a@example.test", "--to", "b@example.test"),
+        *("--message", str(message_file), "--transport", transport, "--json"),
+    )
+    assert run.returncode == 75
+    result = as_json(run)
+    assert result["error"] == {
+        "kind": "transient",
+        "code": 451,
+        "text": "451 to MAIL FROM:<a@example.test>: Try again later",
+    }
+    server.join()
+
+
+def test_a_refused_connection_is_75(transport: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = smtpbee(
+        "send", "--server", f"127.0.0.1:{port}", "--from", "a@x.test", "--to", "b@x.test",
+        "--body", "x", "--transport", transport, "--json",
+    )  # fmt: skip
+    assert run.returncode == 75
+    assert as_json(run)["error"]["kind"] == "connection"
+
+
+def test_a_stalled_server_times_out_with_75(scripted_server: Any, transport: str) -> None:
+    server = scripted_server([GREETING, expect(b"EHLO"), expect_close(timeout=10)])
+    run = smtpbee(
+        *plain(server, "--from", "a@example.test", "--to", "b@example.test", "--body", "x"),
+        *("--timeout", "1", "--transport", transport, "--json"),
+    )
+    assert run.returncode == 75
+    assert as_json(run)["error"]["kind"] == "timeout"
+    server.join()
+
+
+# -- 76: protocol errors -----------------------------------------------------------------
+
+
+def test_a_garbage_reply_is_76(scripted_server: Any, transport: str) -> None:
+    server = scripted_server([send(b"HTTP/1.1 400 Bad Request\r\n"), expect_close()])
+    run = smtpbee(
+        *plain(server, "--from", "a@example.test", "--to", "b@example.test", "--body", "x"),
+        *("--transport", transport, "--json"),
+    )
+    assert run.returncode == 76
+    assert as_json(run)["error"]["kind"] == "protocol"
+    assert "Traceback" not in run.stderr
+    server.join()
+
+
+def test_starttls_injection_is_76(scripted_server: Any, transport: str) -> None:
+    server = scripted_server(
+        [
+            GREETING,
+            expect(b"EHLO"),
+            send(b"250-scripted.test\r\n250 STARTTLS\r\n"),
+            expect(b"STARTTLS"),
+            send(b"220 Go ahead\r\n250-injected.test\r\n250 AUTH PLAIN\r\n"),
+            expect_close(),
+        ]
+    )
+    run = smtpbee(
+        "send", "--server", f"127.0.0.1:{server.port}", "--from", "a@example.test",
+        "--to", "b@example.test", "--body", "x", "--transport", transport, "--json",
+    )  # fmt: skip
+    assert run.returncode == 76
+    assert as_json(run)["error"]["kind"] == "starttls_injection"
+    server.join()
+
+
+def test_tls_required_but_not_offered_is_76(scripted_server: Any) -> None:
+    server = scripted_server(
+        [GREETING, expect(b"EHLO"), send(PLAIN_EHLO), expect(b"QUIT"), send(b"221 Bye\r\n")]
+    )
+    run = smtpbee(
+        "send", "--server", f"127.0.0.1:{server.port}", "--from", "a@example.test",
+        "--to", "b@example.test", "--body", "x", "--json",
+    )  # fmt: skip
+    assert run.returncode == 76
+    result = as_json(run)
+    assert result["error"]["kind"] == "tls_required"
+    assert result["tls_mode"] == "starttls"
+    assert not any(line.startswith(b"MAIL") for line in server.lines)
+    server.join()
+
+
+# -- 77: authentication ------------------------------------------------------------------
+
+
+def test_rejected_credentials_are_77(aiosmtpd_server: AiosmtpdServer, transport: str) -> None:
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@example.test"),
+        *("--body", "x", "--user", "alice", "--password", "wrong", "--allow-insecure-auth"),
+        *("--transport", transport, "--json"),
+    )
+    assert run.returncode == 77
+    result = as_json(run)
+    assert result["error"]["kind"] == "auth_rejected"
+    assert result["error"]["code"] == 535
+    assert aiosmtpd_server.messages == []
+
+
+def test_auth_over_plaintext_needs_the_opt_in(aiosmtpd_server: AiosmtpdServer) -> None:
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@example.test"),
+        *("--body", "x", "--user", "alice", "--json"),
+        SMTPBEE_PASSWORD=ALICE_PASSWORD,
+    )
+    assert run.returncode == 77
+    assert as_json(run)["error"]["kind"] == "auth_insecure"
+    assert aiosmtpd_server.messages == []
+
+
+def test_the_transcript_never_shows_the_password(
+    aiosmtpd_server: AiosmtpdServer, tmp_path: Path
+) -> None:
+    secrets = [ALICE_PASSWORD]
+    for raw in (f"\0alice\0{ALICE_PASSWORD}", ALICE_PASSWORD, "alice"):
+        secrets.append(base64.b64encode(raw.encode()).decode())
+    password_file = tmp_path / "password"
+    password_file.write_text(ALICE_PASSWORD + "\n")
+    for mechanism, source in (
+        ("PLAIN", ["--password-env", "MY_PASSWORD"]),
+        ("LOGIN", ["--password-file", str(password_file)]),
+    ):
+        run = smtpbee(
+            *plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@example.test"),
+            *("--body", "x", "--user", "alice", *source, "--auth", mechanism),
+            *("--allow-insecure-auth", "--transcript", "--states"),
+            MY_PASSWORD=ALICE_PASSWORD,
+        )
+        assert run.returncode == 0, run.stderr
+        assert f"C: AUTH {mechanism}" in run.stderr
+        assert "<redacted>" in run.stderr
+        for secret in secrets:
+            assert secret not in run.stderr
+            assert secret not in run.stdout
+        lines = run.stderr.splitlines()
+        assert any(line.startswith("S: 235") and line.endswith("[READY]") for line in lines)
+        assert any(line.startswith("C: MAIL FROM:<a@example.test>") for line in lines)
+    assert [m.auth_login for m in aiosmtpd_server.messages] == ["alice", "alice"]
+
+
+# -- TLS: --cafile, --insecure, neither --------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["aiosmtpd_starttls_server", "aiosmtpd_implicit_tls_server"])
+def test_cafile_insecure_and_untrusted(fixture: str, request: pytest.FixtureRequest) -> None:
+    server: TLSAiosmtpdServer = request.getfixturevalue(fixture)
+    tls = "starttls" if fixture == "aiosmtpd_starttls_server" else "implicit"
+    common = [
+        "send", "--server", f"localhost:{server.port}", "--tls", tls, "--from",
+        "a@example.test", "--to", "b@example.test", "--body", "x", "--json",
+    ]  # fmt: skip
+    verified = smtpbee(*common, "--cafile", server.cafile)
+    assert verified.returncode == 0, verified.stderr
+    tls_info = as_json(verified)["tls"]
+    assert tls_info["verified"] is True
+    assert tls_info["version"] in ("TLSv1.2", "TLSv1.3")
+    assert "trustme" in tls_info["subject"]
+
+    insecure = smtpbee(*common, "--insecure")
+    assert insecure.returncode == 0, insecure.stderr
+    result = as_json(insecure)
+    assert result["insecure"] is True
+    assert result["tls"]["verified"] is False
+    assert "NOT verified" in insecure.stderr
+
+    untrusted = smtpbee(*common)
+    assert untrusted.returncode == 76
+    assert as_json(untrusted)["error"]["kind"] == "certificate"
+    assert [m.tls for m in server.messages] == [True, True]
+
+
+# -- Postfix -----------------------------------------------------------------------------
+
+
+def test_send_through_postfix_with_starttls(postfix: PostfixServer, tmp_path: Path) -> None:
+    recipient = postfix.new_address("cli")
+    run = smtpbee(
+        "send", "--server", f"{postfix.host}:{postfix.port}", "--cafile", postfix.cafile,
+        "--from", f"sender@{postfix.domain}", "--to", recipient, "--to", postfix.reject_address,
+        "--subject", f"cli test {recipient}", "--body", "Hello Postfix.\n.leading dot",
+        "--json", "--transcript",
+    )  # fmt: skip
+    assert run.returncode == 69, run.stderr
+    result = as_json(run)
+    assert result["tls"]["verified"] is True
+    assert result["recipients"][recipient]["code"] == 250
+    assert result["recipients"][postfix.reject_address]["code"] == 550
+    assert result["data"]["code"] == 250
+    assert "C: STARTTLS" in run.stderr
+    assert "S: 220 2.0.0 Ready to start TLS" in run.stderr
+    delivered = postfix.wait_for_message(lambda content: recipient.encode() in content)
+    assert b"\n.leading dot\n" in delivered
+
+
+# -- probe -------------------------------------------------------------------------------
+
+
+def test_probe_text_and_json(aiosmtpd_starttls_server: TLSAiosmtpdServer, transport: str) -> None:
+    server = aiosmtpd_starttls_server
+    args = ["probe", "--server", f"localhost:{server.port}", "--cafile", server.cafile]
+    run = smtpbee(*args, "--transport", transport, "--json")
+    assert run.returncode == 0, run.stderr
+    result = as_json(run)
+    assert result["greeting"]["code"] == 220
+    assert "STARTTLS" in result["extensions_before_tls"]
+    assert "STARTTLS" not in result["extensions"]
+    assert any(e.startswith("AUTH") for e in result["extensions"])
+    assert result["tls"]["verified"] is True
+    assert result["error"] is None
+
+    text = smtpbee(*args)
+    assert text.returncode == 0, text.stderr
+    assert "greeting    220 " in text.stdout
+    assert "extensions before STARTTLS:\n" in text.stdout
+    assert "  STARTTLS\n" in text.stdout
+    assert "certificate verified, subject" in text.stdout
+    assert server.messages == []
+
+
+def test_probe_shows_what_it_saw_before_failing(scripted_server: Any) -> None:
+    server = scripted_server(
+        [GREETING, expect(b"EHLO"), send(PLAIN_EHLO), expect(b"QUIT"), send(b"221 Bye\r\n")]
+    )
+    run = smtpbee("probe", "--server", f"127.0.0.1:{server.port}", "--insecure")
+    assert run.returncode == 76
+    assert "greeting    220 scripted.test ESMTP" in run.stdout
+    assert "tls         none" in run.stdout
+    assert "  8BITMIME" in run.stdout
+    assert "STARTTLS" in run.stderr
+    server.join()
+
+
+# -- states and python -m ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "start"),
+    [("text", "States:\n"), ("mermaid", "stateDiagram-v2\n"), ("dot", "digraph smtp_client {\n")],
+)
+def test_states(fmt: str, start: str) -> None:
+    run = smtpbee("states", "--format", fmt)
+    assert run.returncode == 0
+    assert run.stdout.startswith(start)
+    assert "TLS_HANDSHAKE" in run.stdout
+
+
+def test_python_dash_m_hands_over_to_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["smtpbee", "states", "--format", "mermaid"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("smtpbee", run_name="__main__")
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith("stateDiagram-v2")
+
+
+def test_importing_smtpbee_main_runs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module("smtpbee.__main__")
+    assert module.__all__ == []
+    assert capsys.readouterr() == ("", "")
+
+
+# -- the pieces, in process ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mx.example.test", ("mx.example.test", 25)),
+        ("mx.example.test:587", ("mx.example.test", 587)),
+        ("[::1]", ("::1", 25)),
+        ("[::1]:2525", ("::1", 2525)),
+        ("::1", ("::1", 25)),
+        ("host:99999", None),
+        ("[::1]x", None),
+        (":25", None),
+    ],
+)
+def test_parse_server(text: str, expected: tuple[str, int] | None) -> None:
+    if expected is None:
+        with pytest.raises(UsageError):
+            parse_server(text)
+    else:
+        assert parse_server(text) == expected
+
+
+def test_the_default_tls_mode_follows_the_port() -> None:
+    assert resolve_tls(None, 465) is TLSMode.IMPLICIT
+    assert resolve_tls(None, 25) is TLSMode.STARTTLS
+    assert resolve_tls("none", 465) is TLSMode.NONE
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_counts_what_the_transport_reads() -> None:
+    terminal = _Terminal()
+    assert not wants_progress(PROGRESS_THRESHOLD + 1, io.StringIO())
+    assert not wants_progress(PROGRESS_THRESHOLD, terminal)
+    assert wants_progress(PROGRESS_THRESHOLD + 1, terminal)
+    data = b"x" * (3 << 20)
+    body = ProgressBody(data, terminal)
+    pieces = list(iter(lambda: body.read(1 << 20), b""))
+    assert b"".join(pieces) == data
+    drawn = terminal.getvalue()
+    assert drawn.count("\r") == 4
+    assert "  33% 1.0/3.0 MiB" in drawn
+    assert drawn.endswith("[" + "#" * 30 + "] 100% 3.0/3.0 MiB\n")
+
+
+def test_a_large_message_goes_as_a_file_with_a_bar(
+    aiosmtpd_server: AiosmtpdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    data = b"Subject: big\r\n\r\n" + (b"caf\xc3\xa9 " * 20 + b"\r\n") * 20000
+    args = build_parser().parse_args(
+        [*plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@x.test"), "--message", "-"]
+    )
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    job = prepare(args)
+    outcome = run_job("sync", lambda: deliver(make_client(job.connection, None), job))
+    assert outcome.exit_code == 0
+    assert aiosmtpd_server.messages[0].content == data
+    assert aiosmtpd_server.messages[0].rcpt_tos == ["b@x.test"]
+    assert "BODY=8BITMIME" in aiosmtpd_server.messages[0].mail_options
+    assert terminal.getvalue().endswith("100% 2.3/2.3 MiB\n")
+
+
+@pytest.mark.parametrize(
+    ("error", "during_auth", "kind", "code"),
+    [
+        (OutcomeUnknownError("lost after the dot"), False, "outcome_unknown", 75),
+        (MessageTooLargeError("too big"), False, "too_large", 69),
+        (UnsupportedExtensionError("no SMTPUTF8"), False, "unsupported", 69),
+        (UnsupportedExtensionError("no AUTH"), True, "auth_unavailable", 77),
+        (LocalProtocolError("misuse"), False, "input", 65),
+        (ConnectionRefusedError(111, "refused"), False, "connection", 75),
+    ],
+)
+def test_classify(error: Exception, during_auth: bool, kind: str, code: int) -> None:
+    failure = classify(error, during_auth=during_auth)
+    assert (failure.kind, failure.exit_code) == (kind, code)
+    assert failure.code is None
+
+
+def test_classify_reraises_what_it_does_not_know() -> None:
+    with pytest.raises(KeyError):
+        classify(KeyError("a bug"))
