@@ -84,23 +84,12 @@ from ._events import (
     Sentinel,
 )
 from ._extensions import Extensions
-from ._procedures import (
-    BodyInfo,
-    ClientSession,
-    MailJob,
-    Procedure,
-    PullBody,
-    Read,
-    Request,
-    SendResult,
-    Timeouts,
-    TLSMode,
-    UpgradeTLS,
-    Write,
-)
+from ._procedures import ClientSession
 from ._receivebuffer import ReplyLimits
 from ._replies import EnhancedStatus, Reply, ReplyClass
+from ._requests import Procedure, PullBody, Read, Request, Timeouts, TLSMode, UpgradeTLS, Write
 from ._state import State, Verb, render_state_machine
+from ._transaction import BodyInfo, MailJob, SendResult
 from ._validation import Mailbox, parse_mailbox, xtext_decode, xtext_encode
 
 __version__ = "0.1.0"

@@ -27,15 +27,9 @@ import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports():
     from smtpbee._errors import SMTPError
-    from smtpbee._procedures import (
-        BodyInfo,
-        ClientSession,
-        PullBody,
-        Read,
-        TLSMode,
-        UpgradeTLS,
-        Write,
-    )
+    from smtpbee._procedures import ClientSession
+    from smtpbee._requests import PullBody, Read, TLSMode, UpgradeTLS, Write
+    from smtpbee._transaction import BodyInfo
 
 __all__ = ["BODIES", "main", "run_session", "test_one_input"]
 

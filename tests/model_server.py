@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from smtpbee._procedures import PullBody, Read, UpgradeTLS, Write
+from smtpbee._requests import PullBody, Read, UpgradeTLS, Write
 
 DEFAULT_EXTENSIONS = (
     "PIPELINING",

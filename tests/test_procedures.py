@@ -27,20 +27,11 @@ from smtpbee._errors import (
     UnsupportedExtensionError,
 )
 from smtpbee._events import Phase
-from smtpbee._procedures import (
-    BodyInfo,
-    ClientSession,
-    MailJob,
-    PullBody,
-    Read,
-    SendResult,
-    Timeouts,
-    TLSMode,
-    UpgradeTLS,
-    Write,
-)
+from smtpbee._procedures import ClientSession
 from smtpbee._replies import Reply
+from smtpbee._requests import PullBody, Read, Timeouts, TLSMode, UpgradeTLS, Write
 from smtpbee._state import State
+from smtpbee._transaction import BodyInfo, MailJob, SendResult
 
 BODY = b"Subject: hi\r\n\r\n.dot line\nbare lf\r\n"
 

@@ -33,8 +33,8 @@ from smtpbee import (
 )
 from smtpbee._commands import Noop
 from smtpbee._extensions import Extensions
-from smtpbee._procedures import Timeouts, TLSMode
 from smtpbee._replies import Reply
+from smtpbee._requests import Timeouts, TLSMode
 from smtpbee.transports import TLSVerificationError
 from smtpbee.transports._common import (
     ClientBase,
@@ -515,7 +515,7 @@ def test_io_errors_become_smtp_errors() -> None:
 
 def test_deadline_is_kept_while_a_reply_is_incomplete() -> None:
     from smtpbee._events import Phase
-    from smtpbee._procedures import Read, UpgradeTLS, Write
+    from smtpbee._requests import Read, UpgradeTLS, Write
 
     deadline = Deadline()
     assert deadline.remaining(Read(Phase.MAIL, 5.0, True), 100.0) == 5.0

@@ -36,8 +36,9 @@ from smtpbee._auth import SASLMechanism
 from smtpbee._commands import Command
 from smtpbee._errors import InvalidInputError, LocalProtocolError, SMTPError
 from smtpbee._extensions import Extensions
-from smtpbee._procedures import Procedure, PullBody, Read, Request, SendResult, TLSMode, Write
 from smtpbee._replies import Reply
+from smtpbee._requests import Procedure, PullBody, Read, Request, TLSMode, Write
+from smtpbee._transaction import SendResult
 from smtpbee.transports._common import (
     READ_SIZE,
     ClientBase,

@@ -5,8 +5,9 @@
 # Theory of operation
 # -------------------
 # A transport owns a byte stream and nothing else. It runs a session procedure
-# (smtpbee._procedures) by answering its requests, and everything around that
-# loop that does not touch a socket lives here, once:
+# (smtpbee._procedures, smtpbee._transaction) by answering its requests
+# (smtpbee._requests), and everything around that loop that does not touch a
+# socket lives here, once:
 #
 #   * ClientBase: the constructor every client has, the choice of TLS mode from
 #     the port, the default SSL context, the ClientSession built once the local
@@ -62,20 +63,11 @@ from smtpbee._errors import (
     SMTPTimeoutError,
 )
 from smtpbee._extensions import Extensions
-from smtpbee._procedures import (
-    BodyInfo,
-    ClientSession,
-    MailJob,
-    Procedure,
-    Read,
-    Request,
-    Timeouts,
-    TLSMode,
-    UpgradeTLS,
-    Write,
-)
+from smtpbee._procedures import ClientSession
 from smtpbee._receivebuffer import ReplyLimits
+from smtpbee._requests import Procedure, Read, Request, Timeouts, TLSMode, UpgradeTLS, Write
 from smtpbee._state import State
+from smtpbee._transaction import BodyInfo, MailJob
 
 __all__ = [
     "READ_SIZE",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from smtpbee._procedures import SendResult, Timeouts, TLSMode
+from smtpbee._requests import Timeouts, TLSMode
+from smtpbee._transaction import SendResult
 from smtpbee.transports._asyncio import AsyncSMTPClient, SMTPClient, SMTPPool, send
 from smtpbee.transports._common import TLSInfo, TLSVerificationError, transcript_to
 
