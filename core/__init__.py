@@ -22,9 +22,6 @@ from ._auth import (
     OAuthBearer,
     Plain,
     SASLMechanism,
-    ScramMechanism,
-    ScramSHA1,
-    ScramSHA256,
     XOAuth2,
     choose_mechanism,
 )
@@ -88,6 +85,7 @@ from ._procedures import ClientSession
 from ._receivebuffer import ReplyLimits
 from ._replies import EnhancedStatus, Reply, ReplyClass
 from ._requests import Procedure, PullBody, Read, Request, Timeouts, TLSMode, UpgradeTLS, Write
+from ._scram import ScramMechanism, ScramSHA1, ScramSHA256
 from ._state import State, Verb, render_state_machine
 from ._transaction import BodyInfo, MailJob, SendResult
 from ._validation import Mailbox, parse_mailbox, xtext_decode, xtext_encode

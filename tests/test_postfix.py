@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from servers import PostfixServer
-from smtpbee.transports._common import prepare_message
+from smtpbee.transports._message import prepare_message
 from test_transports import FLAVOURS, Flavour
 
 

@@ -40,15 +40,14 @@ from smtpbee.transports._common import (
     ClientBase,
     Deadline,
     as_smtp_error,
-    body_source,
     default_ssl_context,
     describe,
     is_verifying,
     local_hostname_for,
-    prepare_message,
     resolve_tls_mode,
     transcript_to,
 )
+from smtpbee.transports._message import body_source, prepare_message
 
 FLAVOURS = ["sync", "asyncio", "trio"]
 ALICE = ("alice", "wonderland")

@@ -40,15 +40,15 @@ from smtpbee._replies import Reply
 from smtpbee._requests import Procedure, PullBody, Read, Request, TLSMode, Write
 from smtpbee._transaction import SendResult
 from smtpbee.transports._common import (
-    READ_SIZE,
     ClientBase,
     Deadline,
-    PoolBase,
     as_smtp_error,
     describe,
     step,
     tls_info,
 )
+from smtpbee.transports._message import READ_SIZE
+from smtpbee.transports._pool import PoolBase
 
 __all__ = ["AsyncSMTPClient", "SMTPClient", "SMTPPool", "send"]
 

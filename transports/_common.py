@@ -22,36 +22,20 @@
 #     reads as what it is.
 #   * Deadline: Read.new_wait starts a fresh deadline, otherwise the running one
 #     is kept, so a server dripping one byte at a time still times out.
-#   * the envelope of an email.message.Message (smtplib's rules, RFC 5322
-#     §3.6.6 for Resent-* blocks) and body sources with their BodyInfo.
+#
+# The envelope and bytes of a message and the sources of bodies are in
+# _message; the connection pool of the async transports is in _pool.
 #
 # Invariant: nothing here decides anything about the protocol; the procedures
 # do. This module only translates between the user's Python values and them.
 from __future__ import annotations
 
-import copy
-import email.generator
 import email.message
-import email.policy
-import io
 import ipaddress
-import os
 import ssl
-import stat
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import getaddresses
-from typing import IO, Any, Protocol, Self, TextIO, TypeAlias
+from typing import Any, Protocol, TextIO, TypeAlias
 
 from smtpbee._auth import SASLMechanism
 from smtpbee._commands import Command
@@ -67,36 +51,26 @@ from smtpbee._procedures import ClientSession
 from smtpbee._receivebuffer import ReplyLimits
 from smtpbee._requests import Procedure, Read, Request, Timeouts, TLSMode, UpgradeTLS, Write
 from smtpbee._state import State
-from smtpbee._transaction import BodyInfo, MailJob
+from smtpbee.transports._message import batch_source, body_source, prepare_message
 
 __all__ = [
-    "READ_SIZE",
-    "Body",
     "ClientBase",
     "Deadline",
-    "PoolBase",
-    "PreparedMessage",
     "TLSInfo",
     "TLSVerificationError",
     "Transcript",
     "as_smtp_error",
-    "body_source",
     "default_ssl_context",
     "describe",
     "is_verifying",
     "local_hostname_for",
-    "prepare_message",
     "resolve_tls_mode",
     "step",
     "tls_info",
     "transcript_to",
 ]
 
-READ_SIZE = 64 * 1024
-"""Bytes asked of the socket per read, and per piece of a file body."""
-
 Transcript: TypeAlias = Callable[[str, str], None]
-Body: TypeAlias = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
 _DEAD_STATES = frozenset({State.CLOSING, State.CLOSED, State.ERROR})
 
 
@@ -253,159 +227,6 @@ def transcript_to(stream: TextIO) -> Transcript:
 
 
 # ----------------------------------------------------------------------------
-# Messages and bodies
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedMessage:
-    """An email message as an envelope and the bytes to send."""
-
-    sender: str
-    recipients: list[str]
-    data: bytes
-    smtputf8: bool
-
-
-def _resent_block(msg: email.message.Message) -> dict[str, list[str]] | None:
-    # RFC 5322 §3.6.6: each resending prepends a block, so the topmost run of
-    # Resent-* fields is the latest; a field seen twice starts an older block.
-    block: dict[str, list[str]] = {}
-    for name, value in msg.items():
-        key = name.lower()
-        if not key.startswith("resent-"):
-            if block:
-                break
-            continue
-        if key in block:
-            break
-        block[key] = [str(value)]
-    return block or None
-
-
-def _addresses(values: Iterable[str]) -> list[str]:
-    return [address for _, address in getaddresses(list(values)) if address]
-
-
-def prepare_message(
-    msg: email.message.Message,
-    *,
-    sender: str | None,
-    recipients: Sequence[str] | None,
-    server: Extensions,
-) -> PreparedMessage:
-    """The envelope and bytes of a message, as smtplib.send_message would send them.
-
-    The sender is Sender or From, the recipients To, Cc and Bcc; the latest
-    Resent-* block replaces them when present. Bcc and Resent-Bcc are not sent.
-    Non-ASCII headers go as UTF-8 when the server offers SMTPUTF8 (RFC 2047
-    encoded otherwise); a non-ASCII address needs SMTPUTF8.
-    """
-    resent = _resent_block(msg)
-
-    def values(name: str) -> list[str]:
-        if resent is None:
-            return [str(v) for v in msg.get_all(name, [])]
-        return resent.get(f"resent-{name}", [])
-
-    if sender is None:
-        found = _addresses(values("sender") or values("from"))
-        if not found:
-            raise InvalidInputError("the message has no From or Sender: pass sender=")
-        sender = found[0]
-    if recipients is None:
-        recipients = _addresses([*values("to"), *values("cc"), *values("bcc")])
-    stripped = copy.copy(msg)
-    del stripped["Bcc"]
-    del stripped["Resent-Bcc"]
-    international = not all(a.isascii() for a in (sender, *recipients))
-    headers_8bit = any(not str(v).isascii() for v in stripped.values())
-    utf8 = international or (headers_8bit and server.smtputf8)
-    buffer = io.BytesIO()
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-    generator: email.generator.BytesGenerator[Any]
-    generator = email.generator.BytesGenerator(buffer, policy=policy)
-    generator.flatten(stripped, linesep="\r\n")
-    data = buffer.getvalue()
-    header_end = data.find(b"\r\n\r\n")
-    smtputf8 = utf8 and not data[: header_end if header_end >= 0 else len(data)].isascii()
-    return PreparedMessage(sender, list(recipients), data, smtputf8 or international)
-
-
-def _known_size(body: Any) -> int | None:
-    try:
-        mode = os.fstat(body.fileno()).st_mode
-        if stat.S_ISREG(mode):
-            return int(os.fstat(body.fileno()).st_size - body.tell())
-    except (AttributeError, OSError, ValueError):
-        pass
-    try:
-        if body.seekable():
-            here = body.tell()
-            end = body.seek(0, io.SEEK_END)
-            body.seek(here)
-            return int(end - here)
-    except (AttributeError, OSError, ValueError):
-        pass
-    return None
-
-
-def _file_pieces(body: IO[bytes]) -> Iterator[bytes]:
-    while piece := body.read(READ_SIZE):
-        yield bytes(piece)
-
-
-def body_source(body: Any) -> tuple[BodyInfo, Iterator[bytes] | AsyncIterable[bytes]]:
-    """The BodyInfo of a body and the pieces to hand to PullBody.
-
-    Bytes-like bodies are known whole; a binary file is read in READ_SIZE
-    pieces (its size known when it is a regular or seekable file); any other
-    iterable (or, for the async transports, async iterable) of bytes is
-    streamed as given.
-    """
-    if isinstance(body, bytes | bytearray | memoryview):
-        data = bytes(body)
-        return BodyInfo.of_bytes(data), iter((data,) if data else ())
-    if isinstance(body, str):
-        raise InvalidInputError("the body must be bytes, not str: encode it first")
-    if hasattr(body, "read"):
-        return BodyInfo(size=_known_size(body)), _file_pieces(body)
-    if isinstance(body, AsyncIterable):
-        return BodyInfo(), _non_empty_async(body)
-    if isinstance(body, Iterable):
-        return BodyInfo(), (bytes(piece) for piece in body if piece)
-    raise InvalidInputError(f"cannot send a body of type {type(body).__name__}")
-
-
-async def _non_empty_async(pieces: AsyncIterable[Any]) -> AsyncIterator[bytes]:
-    # To PullBody b"" means the end: an empty piece must not cut a body short.
-    async for piece in pieces:
-        if piece:
-            yield bytes(piece)
-
-
-def batch_source(
-    jobs: Iterable[tuple[str, str | Sequence[str], Any]],
-) -> tuple[list[MailJob], Iterator[bytes]]:
-    """The MailJobs of a batch and one stream of their bodies, each ended by b""."""
-    mail_jobs: list[MailJob] = []
-    sources: list[Iterator[bytes]] = []
-    for sender, recipients, body in jobs:
-        info, pieces = body_source(body)
-        if not isinstance(pieces, Iterator):
-            raise InvalidInputError("a batch takes bytes, files or iterables of bytes as bodies")
-        rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
-        mail_jobs.append(MailJob(sender=sender, recipients=rcpts, body=info))
-        sources.append(pieces)
-
-    def bodies() -> Iterator[bytes]:
-        for pieces in sources:
-            yield from pieces
-            yield b""
-
-    return mail_jobs, bodies()
-
-
-# ----------------------------------------------------------------------------
 # The client: configuration, session and the procedures behind each method
 
 
@@ -550,132 +371,3 @@ class ClientBase:
 
     def _plan_command(self, command: Command) -> Procedure:
         return self.session.command(command)
-
-
-# ----------------------------------------------------------------------------
-# The connection pool of the async transports
-
-
-class _AsyncClient(Protocol):
-    @property
-    def usable(self) -> bool: ...
-    async def connect(self) -> Extensions: ...
-    async def login(self, *args: Any, **kwargs: Any) -> Any: ...
-    async def send_message(self, *args: Any, **kwargs: Any) -> Any: ...
-    async def sendmail(self, *args: Any, **kwargs: Any) -> Any: ...
-    async def quit(self) -> Any: ...
-    async def close(self) -> None: ...
-
-
-class PoolBase:
-    """Up to ``size`` connections to one server, reused across messages.
-
-    A connection goes back to the pool after each message while its session
-    can go on (a refusal is reset by the procedures); one the server or an
-    error ended is dropped, and the next message opens a new one.
-
-    Args:
-        host: the server.
-        port: its port.
-        size: the most connections open (and messages in flight) at once.
-        username: log in with this user name on every new connection.
-        password: and this password.
-        allow_insecure: allow that login over plaintext or unverified TLS.
-        **client_kwargs: passed on to each client.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int = 25,
-        *,
-        size: int = 4,
-        username: str | None = None,
-        password: str | None = None,
-        allow_insecure: bool = False,
-        **client_kwargs: Any,
-    ) -> None:
-        if size < 1:
-            raise InvalidInputError("a pool needs at least one connection")
-        self.host = host
-        self.port = port
-        self.size = size
-        self._login = (username, password or "", allow_insecure)
-        self._client_kwargs = client_kwargs
-        self._idle: list[_AsyncClient] = []
-
-    def _new_client(self) -> _AsyncClient:
-        raise NotImplementedError
-
-    def _slot(self) -> AbstractAsyncContextManager[Any]:
-        raise NotImplementedError
-
-    async def _run_all(self, jobs: list[Callable[[], Awaitable[None]]]) -> None:
-        raise NotImplementedError
-
-    async def _borrow(self) -> _AsyncClient:
-        while self._idle:
-            client = self._idle.pop()
-            if client.usable:
-                return client
-            await client.close()
-        client = self._new_client()
-        await client.connect()
-        username, password, allow_insecure = self._login
-        if username is not None:
-            await client.login(username, password, allow_insecure=allow_insecure)
-        return client
-
-    async def _with_client(self, job: Callable[[_AsyncClient], Awaitable[Any]]) -> Any:
-        async with self._slot():
-            client = await self._borrow()
-            try:
-                return await job(client)
-            finally:
-                if client.usable:
-                    self._idle.append(client)
-                else:
-                    await client.close()
-
-    async def send_message(self, msg: email.message.Message, **options: Any) -> Any:
-        """Send one message over a pooled connection (options as for send_message)."""
-        return await self._with_client(lambda client: client.send_message(msg, **options))
-
-    async def sendmail(self, sender: str, recipients: Any, body: Any, **options: Any) -> Any:
-        """Send one body over a pooled connection (arguments as for sendmail)."""
-        return await self._with_client(
-            lambda client: client.sendmail(sender, recipients, body, **options)
-        )
-
-    async def send_many(self, messages: Sequence[email.message.Message]) -> list[Any]:
-        """Send messages over the pool; each result is a SendResult or the exception."""
-        results: list[Any] = [None] * len(messages)
-
-        def job(index: int, msg: email.message.Message) -> Callable[[], Awaitable[None]]:
-            async def run() -> None:
-                try:
-                    results[index] = await self.send_message(msg)
-                except Exception as exc:
-                    results[index] = exc
-
-            return run
-
-        await self._run_all([job(i, m) for i, m in enumerate(messages)])
-        return results
-
-    async def aclose(self) -> None:
-        """QUIT and close every idle connection."""
-        idle, self._idle = self._idle, []
-        for client in idle:
-            try:
-                await client.quit()
-            except SMTPError:
-                pass
-            finally:
-                await client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

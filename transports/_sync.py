@@ -31,7 +31,6 @@ from smtpbee._replies import Reply
 from smtpbee._requests import Procedure, PullBody, Read, Request, TLSMode, Write
 from smtpbee._transaction import SendResult
 from smtpbee.transports._common import (
-    READ_SIZE,
     ClientBase,
     Deadline,
     as_smtp_error,
@@ -39,6 +38,7 @@ from smtpbee.transports._common import (
     step,
     tls_info,
 )
+from smtpbee.transports._message import READ_SIZE
 
 __all__ = ["SMTPClient", "send"]
 
