@@ -151,6 +151,38 @@ async def test_plain_delivery_to_several_recipients_is_byte_exact(
 
 
 @pytest.mark.anyio
+async def test_ipv6_loopback_and_a_chosen_source_address(
+    flavour: Flavour, aiosmtpd_factory: Any
+) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("this machine has no IPv6 stack")
+    server = aiosmtpd_factory(host="::1")
+    async with flavour.client(server, source_address=("::1", 0)) as c:
+        await c.sendmail("a@x.test", ["b@x.test"], b"over IPv6\r\n")
+    [received] = server.messages
+    assert received.content == b"over IPv6\r\n"
+    assert received.ehlo_name == "[IPv6:::1]"
+
+
+@pytest.mark.anyio
+async def test_an_already_connected_stream(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    address = (aiosmtpd_server.host, aiosmtpd_server.port)
+    if flavour.name == "trio":
+        import trio
+
+        given: Any = await trio.open_tcp_stream(*address)
+    else:
+        given = socket.create_connection(address, timeout=5)
+        given.setblocking(flavour.name == "sync")
+        given.settimeout(None if flavour.name == "asyncio" else 5)
+    async with flavour.client(aiosmtpd_server, host=None, sock=given) as c:
+        await c.sendmail("a@x.test", ["b@x.test"], b"on a given socket\r\n")
+    assert aiosmtpd_server.messages[0].content == b"on a given socket\r\n"
+
+
+@pytest.mark.anyio
 async def test_eight_bit_body_goes_with_8bitmime(
     flavour: Flavour, aiosmtpd_server: AiosmtpdServer
 ) -> None:
@@ -334,7 +366,9 @@ async def test_implicit_tls(
 ) -> None:
     server = aiosmtpd_implicit_tls_server
     async with flavour.client(server) as c:
-        assert c.tls_info is not None and c.tls_info.verified
+        info = c.tls_info
+        assert info is not None and info.verified
+        assert info.version in ("TLSv1.2", "TLSv1.3") and info.cipher
         await c.sendmail("a@x.test", ["b@x.test"], b"x\r\n")
     assert server.messages[0].tls
 
