@@ -21,9 +21,9 @@ import importlib
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
-from smtpbee import Extensions, Reply, SendResult, TLSMode
+from smtpbee import ClientSession, Extensions, LocalProtocolError, Reply, SendResult, TLSMode
 
 from ._output import InputError, UsageError
 
@@ -120,32 +120,35 @@ class Client:
         return result if self._blocking else await result
 
     async def connect(self) -> Extensions:
-        return await self._call("connect")  # type: ignore[no-any-return]
+        return cast(Extensions, await self._call("connect"))
 
     async def login(
         self, user: str, password: str, *, mechanism: str | None, allow_insecure: bool
     ) -> Reply:
-        return await self._call(  # type: ignore[no-any-return]
+        reply = await self._call(
             "login", user, password, mechanism=mechanism, allow_insecure=allow_insecure
         )
+        return cast(Reply, reply)
 
     async def sendmail(
         self, sender: str, recipients: list[str], body: Any, *, mail_options: dict[str, Any]
     ) -> SendResult:
-        return await self._call(  # type: ignore[no-any-return]
-            "sendmail", sender, recipients, body, mail_options=mail_options
-        )
+        result = await self._call("sendmail", sender, recipients, body, mail_options=mail_options)
+        return cast(SendResult, result)
 
     async def quit(self) -> Reply:
-        return await self._call("quit")  # type: ignore[no-any-return]
+        return cast(Reply, await self._call("quit"))
 
     async def close(self) -> None:
         await self._call("close")
 
     @property
-    def session(self) -> Any:
+    def session(self) -> ClientSession | None:
         """The core ClientSession, or None before the connection was made."""
-        return self.inner._session
+        try:
+            return cast(ClientSession, self.inner.session)
+        except LocalProtocolError:
+            return None
 
     @property
     def tls_info(self) -> Any:
@@ -189,11 +192,11 @@ def run(transport: str, job: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         return asyncio.run(job())
     if transport == "trio":
         trio = importlib.import_module("trio")
-        return trio.run(job)  # type: ignore[no-any-return]
+        return cast(_T, trio.run(job))
     coroutine = job()
     try:
         coroutine.send(None)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return cast(_T, done.value)
     coroutine.close()
     raise RuntimeError("a blocking client suspended: the CLI awaited something else")

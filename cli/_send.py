@@ -307,8 +307,7 @@ async def deliver(client: Client, job: Prepared) -> Outcome:
     outcome = Outcome()
     during_auth = False
     try:
-        await client.connect()
-        outcome.extensions = extensions_list(client.session.conn.extensions)
+        outcome.extensions = extensions_list(await client.connect())
         if job.login is not None:
             during_auth = True
             await client.login(
