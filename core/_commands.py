@@ -12,6 +12,10 @@
 # Every command renders a transcript line with ``transcript_line()``; commands
 # that carry secrets (AUTH initial responses, AUTH responses) redact them there
 # and in their repr.
+#
+# Mail and Rcpt are built once per message and then rendered for the wire and
+# for the transcript: being frozen, they render their line once, on first use,
+# and keep it (``_line``, not part of their value: not compared, not shown).
 from __future__ import annotations
 
 import base64
@@ -165,7 +169,20 @@ def _check_extra(
 
 
 def _render_parameters(parameters: list[tuple[str, str | None]]) -> str:
-    return "".join(f" {k}={v}" if v is not None else f" {k}" for k, v in parameters)
+    return "".join([f" {k}={v}" if v is not None else f" {k}" for k, v in parameters])
+
+
+_NO_EXTRA: Mapping[str, str | None] = MappingProxyType({})
+
+
+def _frozen_extra(
+    extra: Mapping[str, str | None], typed: frozenset[str]
+) -> Mapping[str, str | None]:
+    # Nearly every command has no extra parameter: the empty default needs no
+    # checking and can share one read-only mapping.
+    if type(extra) is dict and not extra:
+        return _NO_EXTRA
+    return MappingProxyType(dict(_check_extra(extra, typed)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +214,7 @@ class Mail(Command):
     auth: str | None = None
     extra: Mapping[str, str | None] = field(default_factory=dict)
     mailbox: Mailbox | None = field(init=False, repr=False, compare=False)
+    _line: str | None = field(default=None, init=False, repr=False, compare=False)
 
     _VERB: ClassVar[Verb] = Verb.MAIL
 
@@ -217,13 +235,33 @@ class Mail(Command):
             type(self.mt_priority) is not int or self.mt_priority not in _MT_PRIORITY_RANGE
         ):
             raise InvalidInputError(f"MT-PRIORITY must be -9..9, not {self.mt_priority!r}")
-        object.__setattr__(
-            self, "extra", MappingProxyType(dict(_check_extra(self.extra, _MAIL_KEYWORDS)))
-        )
+        object.__setattr__(self, "extra", _frozen_extra(self.extra, _MAIL_KEYWORDS))
 
     @property
     def needs_smtputf8(self) -> bool:
         return self.mailbox is not None and self.mailbox.needs_smtputf8
+
+    @property
+    def required_extensions(self) -> tuple[str, ...]:
+        """The EHLO keywords the server must offer for these parameters, in a fixed order."""
+        needed: list[str] = []
+        if self.size is not None:
+            needed.append("SIZE")
+        if self.body == "8BITMIME":
+            needed.append("8BITMIME")
+        elif self.body == "BINARYMIME":
+            needed += ("BINARYMIME", "CHUNKING")
+        if self.smtputf8:
+            needed.append("SMTPUTF8")
+        if self.ret is not None or self.envid is not None:
+            needed.append("DSN")
+        if self.requiretls:
+            needed.append("REQUIRETLS")
+        if self.mt_priority is not None:
+            needed.append("MT-PRIORITY")
+        if self.auth is not None:
+            needed.append("AUTH")
+        return tuple(needed)
 
     @property
     def parameters(self) -> list[tuple[str, str | None]]:
@@ -248,10 +286,22 @@ class Mail(Command):
         params.extend(self.extra.items())
         return params
 
+    def _wire_line(self) -> str:
+        line = self._line
+        if line is None:
+            path = "" if self.mailbox is None else str(self.mailbox)
+            params = self.parameters
+            line = f"MAIL FROM:<{path}>{_render_parameters(params) if params else ''}\r\n"
+            object.__setattr__(self, "_line", line)
+        return line
+
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
-        path = "" if self.mailbox is None else str(self.mailbox)
-        line = f"MAIL FROM:<{path}>{_render_parameters(self.parameters)}\r\n"
-        return line.encode("utf-8" if smtputf8 else "ascii")
+        return self._wire_line().encode("utf-8" if smtputf8 else "ascii")
+
+    def transcript_line(self) -> str:
+        # The line holds no lone surrogate (every part was checked), so this
+        # is what decoding its UTF-8 form would give.
+        return self._wire_line().rstrip("\r\n")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -271,6 +321,7 @@ class Rcpt(Command):
     orcpt: str | None = None
     extra: Mapping[str, str | None] = field(default_factory=dict)
     mailbox: Mailbox = field(init=False, repr=False, compare=False)
+    _line: str | None = field(default=None, init=False, repr=False, compare=False)
 
     _VERB: ClassVar[Verb] = Verb.RCPT
 
@@ -285,9 +336,7 @@ class Rcpt(Command):
             object.__setattr__(self, "notify", conditions)
         if self.orcpt is not None:
             check_text(self.orcpt, "ORCPT")
-        object.__setattr__(
-            self, "extra", MappingProxyType(dict(_check_extra(self.extra, _RCPT_KEYWORDS)))
-        )
+        object.__setattr__(self, "extra", _frozen_extra(self.extra, _RCPT_KEYWORDS))
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -309,9 +358,20 @@ class Rcpt(Command):
         params.extend(self.extra.items())
         return params
 
+    def _wire_line(self) -> str:
+        line = self._line
+        if line is None:
+            params = self.parameters
+            line = f"RCPT TO:<{self.mailbox}>{_render_parameters(params) if params else ''}\r\n"
+            object.__setattr__(self, "_line", line)
+        return line
+
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
-        line = f"RCPT TO:<{self.mailbox}>{_render_parameters(self.parameters)}\r\n"
-        return line.encode("utf-8" if smtputf8 else "ascii")
+        return self._wire_line().encode("utf-8" if smtputf8 else "ascii")
+
+    def transcript_line(self) -> str:
+        # As for Mail: no lone surrogate can be in the line.
+        return self._wire_line().rstrip("\r\n")
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,17 +39,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 from collections import deque
+from collections.abc import Mapping
 
 from ._commands import (
     Auth,
     AuthResponse,
     Bdat,
     Command,
+    Data,
+    EndOfData,
     Mail,
     MessageData,
+    Quit,
     Rcpt,
+    Rset,
+    StartTLS,
 )
 from ._data import DataEncoder
 from ._errors import (
@@ -81,6 +86,21 @@ __all__ = ["Connection"]
 
 _V = Verb
 
+# Reading an enum member through its class costs several times a global lookup
+# (EnumType defines __getattr__, which puts every attribute lookup on the class
+# on a slow path), so the per-command and per-reply paths use these names.
+_ERROR = State.ERROR
+_CLOSED = State.CLOSED
+_GREETING = State.GREETING
+_TLS_HANDSHAKE = State.TLS_HANDSHAKE
+_EHLO = _V.EHLO
+_HELO = _V.HELO
+_LHLO = _V.LHLO
+_MAIL = _V.MAIL
+_DATA = _V.DATA
+_END_OF_DATA = _V.END_OF_DATA
+_STARTTLS = _V.STARTTLS
+
 # RFC 2920 §3.1: these must end a pipelined group, since what may follow
 # depends on their outcome; so must anything not named as pipelinable.
 _PIPELINABLE = frozenset(
@@ -99,18 +119,39 @@ _PHASES = {
 _HELLO_VERBS = frozenset({_V.EHLO, _V.HELO, _V.LHLO})
 _AUTH_VERBS = frozenset({_V.AUTH, _V.AUTH_RESPONSE})
 _CONTENT_END_VERBS = frozenset({_V.END_OF_DATA, _V.BDAT_LAST})
-_CONTENT_VERBS = frozenset({_V.MESSAGE_DATA, _V.END_OF_DATA})
 # The only 3xx replies that mean anything: 354 to DATA, 334 during AUTH.
 _INTERMEDIATE_CODES = {_V.DATA: 354, _V.AUTH: 334, _V.AUTH_RESPONSE: 334}
+# Commands after which no transaction is being written any more.
+_ENDS_SENT_MAIL = _CONTENT_END_VERBS | _HELLO_VERBS | {_V.RSET}
+# Exact command classes with no argument to check: _admit skips its chain of
+# isinstance() tests for them (a subclass still goes through it).
+_NOTHING_TO_CHECK = frozenset({Data, EndOfData, Rset, Quit, StartTLS})
+# The verbs whose legality depends on what the server offers or on the
+# session's mode (see _offer_problem); every other verb needs only the state.
+_OFFER_DEPENDENT = frozenset(
+    {_V.EHLO, _V.HELO, _V.LHLO, _V.STARTTLS, _V.AUTH, _V.BDAT, _V.BDAT_LAST, _V.DATA}
+)
+
+# (state, verb) -> the state a success reply to that verb leads to, derived
+# from the two tables in _state.py so that they stay the one source of truth:
+# one lookup per command on the hot paths instead of two.
+_AFTER_SUCCESS: Mapping[tuple[State, Verb], State] = {
+    (state, verb): TRANSITIONS[state, trigger]
+    for state in State
+    for verb, trigger in SUCCESS_TRIGGERS.items()
+    if (state, trigger) in TRANSITIONS
+}
 
 
 class _PendingReply:
     """A command waiting for its reply (or, with LMTP, its replies)."""
 
-    __slots__ = ("command", "replies_left")
+    __slots__ = ("command", "replies_left", "verb")
 
-    def __init__(self, command: Command) -> None:
+    def __init__(self, command: Command, verb: Verb) -> None:
         self.command = command
+        # Asked once: Command.verb is a property, and every reply consults it.
+        self.verb = verb
         self.replies_left: int | None = None
 
 
@@ -130,12 +171,14 @@ class Connection:
         self.lmtp = lmtp
         self._limits = limits or ReplyLimits()
         self._reader = ReplyReader(self._limits)
+        # The reader's line limit, mirrored: it changes only around AUTH.
+        self._line_limit = self._limits.max_line_length
         self._state = State.GREETING
         self._projected: State | None = State.GREETING
         self._pending: deque[_PendingReply] = deque()
         self._eof = False
         self._tls = tls
-        self._extensions = EMPTY_EXTENSIONS
+        self._set_extensions(EMPTY_EXTENSIONS)
         self._esmtp = False
         self._authenticated = False
         # Send side: the transaction being written (may run ahead of replies).
@@ -178,7 +221,7 @@ class Connection:
     @property
     def pipelining(self) -> bool:
         """Whether several commands may be sent before their replies."""
-        return self.lmtp or self._extensions.pipelining
+        return self.lmtp or self._offers_pipelining
 
     @property
     def pending(self) -> tuple[Command, ...]:
@@ -193,11 +236,11 @@ class Connection:
     @property
     def waiting_for(self) -> Phase | None:
         """What a reply is awaited for now (for the timeout), or None if nothing is."""
-        if self._state is State.GREETING:
+        if self._state is _GREETING:
             return Phase.GREETING
         if not self._pending:
             return None
-        return _PHASES.get(self._pending[0].command.verb, Phase.COMMAND)
+        return _PHASES.get(self._pending[0].verb, Phase.COMMAND)
 
     def allowed_commands(self) -> frozenset[Verb]:
         """The verbs that can be sent right now."""
@@ -213,20 +256,21 @@ class Connection:
         return None if problem is None else str(problem)
 
     def _problem(self, verb: Verb) -> LocalProtocolError | None:
-        if self._projected is None:
+        projected = self._projected
+        if projected is None:
             return LocalProtocolError(
                 "earlier pipelined commands failed: wait for all their replies first"
             )
-        allowed = ALLOWED_COMMANDS[self._projected]
+        allowed = ALLOWED_COMMANDS[projected]
         if verb not in allowed:
             names = ", ".join(v.value for v in Verb if v in allowed) or "nothing"
             return LocalProtocolError(
-                f"{verb.value} is not allowed in state {self._projected.name}"
-                f" ({self._projected.value}); allowed: {names}"
+                f"{verb.value} is not allowed in state {projected.name}"
+                f" ({projected.value}); allowed: {names}"
             )
         if self._pending:
-            last = self._pending[-1].command.verb
-            if not self.pipelining:
+            last = self._pending[-1].verb
+            if not (self.lmtp or self._offers_pipelining):
                 return LocalProtocolError(
                     f"the server does not offer PIPELINING: wait for the reply to {last.value}"
                 )
@@ -234,9 +278,18 @@ class Connection:
                 return LocalProtocolError(
                     f"{last.value} ends a pipelined group: wait for its reply"
                 )
+        if verb not in _OFFER_DEPENDENT:
+            return None
         return self._offer_problem(verb)
 
     def _offer_problem(self, verb: Verb) -> LocalProtocolError | None:
+        if verb is _DATA:
+            # The one offer-dependent verb of every DATA transaction: answered
+            # first, as none of the checks below concern it.
+            mail = self._sent_mail
+            if mail is not None and mail.body == "BINARYMIME":
+                return LocalProtocolError("BODY=BINARYMIME content must go with BDAT, not DATA")
+            return None
         ext = self._extensions
         if self.lmtp and verb in (_V.EHLO, _V.HELO):
             return LocalProtocolError("LMTP uses LHLO, not EHLO or HELO")
@@ -254,8 +307,6 @@ class Connection:
                 return UnsupportedExtensionError("the server does not offer AUTH")
         if verb in (_V.BDAT, _V.BDAT_LAST) and not ext.chunking:
             return UnsupportedExtensionError("the server does not offer CHUNKING (BDAT)")
-        if verb is _V.DATA and self._sent_mail is not None and self._sent_mail.body == "BINARYMIME":
-            return LocalProtocolError("BODY=BINARYMIME content must go with BDAT, not DATA")
         return None
 
     # ------------------------------------------------------------------
@@ -269,30 +320,8 @@ class Connection:
             LocalProtocolError: (or a subclass) if the command is not legal now
                 or not offered by the server; nothing changes.
         """
-        if self._state is State.ERROR:
-            raise LocalProtocolError("the session ended with an error: nothing more can be sent")
-        problem = self._problem(command.verb)
-        if problem is not None:
-            raise problem
-        if isinstance(command, MessageData):
-            return self._encode_content(command.data)
-        if isinstance(command, Mail):
-            self._check_mail(command)
-        elif isinstance(command, Rcpt):
-            self._check_rcpt(command)
-        elif isinstance(command, Auth):
-            self._check_auth(command)
-        elif isinstance(command, Bdat):
-            self._check_chunk(command.data)
-        elif command.needs_smtputf8 and not self._extensions.smtputf8:
-            raise UnsupportedExtensionError(
-                f"{command.verb.value} with a non-ASCII argument needs SMTPUTF8,"
-                " which the server does not offer"
-            )
-
-        data = self._serialize(command)
-        self._record_sent(command)
-        return data
+        data = self._admit(command)
+        return self._encode(command) if data is None else data
 
     def send_all(self, commands: list[Command]) -> bytes:
         """Send several commands as one pipelined group: all of them, or none.
@@ -304,61 +333,94 @@ class Connection:
             # One command is already all-or-nothing.
             return self.send(commands[0])
         pending = len(self._pending)
-        # The encoder remembers where a line starts: content encoded for a
-        # group that is then dropped must not shift where the next dot is
-        # stuffed, or a "." line could end the content early.
-        encoder = self._encoder
-        if encoder is not None and any(c.verb in _CONTENT_VERBS for c in commands):
-            encoder = copy.copy(encoder)
-        saved = (self._projected, self._sent_mail, self._content_octets, encoder)
+        saved = (self._projected, self._sent_mail, self._content_octets)
         try:
-            return b"".join([self.send(command) for command in commands])
+            admitted = [self._admit(command) for command in commands]
         except LocalProtocolError:
             while len(self._pending) > pending:
                 self._pending.pop()
-            self._projected, self._sent_mail, self._content_octets, self._encoder = saved
+            self._projected, self._sent_mail, self._content_octets = saved
             raise
+        # The content is encoded only now that the whole group is admitted: the
+        # encoder remembers where a line starts, and content encoded for a
+        # group that is then dropped would shift where the next dot is stuffed
+        # (a "." line could end the content early).
+        return b"".join(
+            [
+                self._encode(command) if data is None else data
+                for command, data in zip(commands, admitted, strict=True)
+            ]
+        )
+
+    def _admit(self, command: Command) -> bytes | None:
+        """Check command and record it as sent.
+
+        Returns its bytes, or None for content (MessageData, EndOfData), which
+        _encode turns into bytes.
+        """
+        if self._state is _ERROR:
+            raise LocalProtocolError("the session ended with an error: nothing more can be sent")
+        verb = command.verb
+        problem = self._problem(verb)
+        if problem is not None:
+            raise problem
+        if type(command) in _NOTHING_TO_CHECK:
+            pass
+        elif isinstance(command, MessageData):
+            self._admit_content(command.data)
+            return None
+        elif isinstance(command, Mail):
+            self._check_mail(command)
+        elif isinstance(command, Rcpt):
+            self._check_rcpt(command)
+        elif isinstance(command, Auth):
+            self._check_auth(command)
+        elif isinstance(command, Bdat):
+            self._check_chunk(command.data)
+        elif command.needs_smtputf8 and not self._offers_smtputf8:
+            raise UnsupportedExtensionError(
+                f"{verb.value} with a non-ASCII argument needs SMTPUTF8,"
+                " which the server does not offer"
+            )
+        if verb is _END_OF_DATA:
+            self._record_sent(command, verb)
+            return None
+        data = self._serialize(command)
+        self._record_sent(command, verb)
+        return data
+
+    def _encode(self, command: Command) -> bytes:
+        """The bytes of admitted content: a piece of it, or its end."""
+        encoder = self._encoder
+        assert encoder is not None
+        if isinstance(command, MessageData):
+            return encoder.encode(command.data)
+        return encoder.end()
 
     def _serialize(self, command: Command) -> bytes:
-        if command.verb is _V.END_OF_DATA:
-            assert self._encoder is not None
-            return self._encoder.end()
         # The checks before this one refused every non-ASCII argument that
         # SMTPUTF8 does not cover, so the encoding cannot fail.
-        data = command.to_bytes(smtputf8=self._extensions.smtputf8)
+        data = command.to_bytes(smtputf8=self._offers_smtputf8)
         if not isinstance(command, (Bdat, AuthResponse)):
             check_command_line(data)
         return data
 
-    def _record_sent(self, command: Command) -> None:
-        verb = command.verb
-        self._pending.append(_PendingReply(command))
+    def _record_sent(self, command: Command, verb: Verb) -> None:
+        self._pending.append(_PendingReply(command, verb))
         if isinstance(command, Mail):
             self._sent_mail = command
             self._content_octets = 0
         elif isinstance(command, Bdat):
             self._content_octets += len(command.data)
-        if verb in _CONTENT_END_VERBS or verb is _V.RSET or verb in _HELLO_VERBS:
+        if verb in _ENDS_SENT_MAIL:
             self._sent_mail = None
-        trigger = SUCCESS_TRIGGERS.get(verb)
-        if trigger is not None and self._projected is not None:
-            self._projected = TRANSITIONS.get((self._projected, trigger))
+        if verb in SUCCESS_TRIGGERS and self._projected is not None:
+            self._projected = _AFTER_SUCCESS.get((self._projected, verb))
 
     def _check_mail(self, mail: Mail) -> None:
         ext = self._extensions
-        needs: list[tuple[bool, str]] = [
-            (mail.size is not None, "SIZE"),
-            (mail.body == "8BITMIME", "8BITMIME"),
-            (mail.body == "BINARYMIME", "BINARYMIME"),
-            (mail.body == "BINARYMIME", "CHUNKING"),
-            (mail.smtputf8, "SMTPUTF8"),
-            (mail.ret is not None or mail.envid is not None, "DSN"),
-            (mail.requiretls, "REQUIRETLS"),
-            (mail.mt_priority is not None, "MT-PRIORITY"),
-            (mail.auth is not None, "AUTH"),
-        ]
-        for needed, keyword in needs:
-            if needed and keyword not in ext:
+        for keyword in mail.required_extensions:
+            if keyword not in ext:
                 raise UnsupportedExtensionError(
                     f"MAIL parameter needs {keyword}, which the server does not offer"
                 )
@@ -369,7 +431,7 @@ class Connection:
             )
         if mail.requiretls and not self._tls:
             raise LocalProtocolError("REQUIRETLS can only be used over TLS (RFC 8689)")
-        limit = ext.size_limit
+        limit = self._size_limit
         if mail.size is not None and limit is not None and mail.size > limit:
             raise MessageTooLargeError(
                 f"the message is {mail.size} octets; the server accepts at most {limit}"
@@ -402,19 +464,17 @@ class Connection:
                 "the content has 8-bit octets: open the transaction with BODY=8BITMIME"
                 " (or SMTPUTF8)"
             )
-        limit = self._extensions.size_limit
+        limit = self._size_limit
         if limit is not None and self._content_octets + len(data) > limit:
             raise MessageTooLargeError(f"the content exceeds the server's SIZE limit of {limit}")
 
-    def _encode_content(self, data: bytes) -> bytes:
+    def _admit_content(self, data: bytes) -> None:
         if not self._accepted_for_content:
             raise LocalProtocolError(
                 "no recipient was accepted: end the content at once (EndOfData) and RSET"
             )
         self._check_chunk(data)
-        assert self._encoder is not None
         self._content_octets += len(data)
-        return self._encoder.encode(data)
 
     def tls_established(self) -> None:
         """Tell the connection that the TLS handshake after STARTTLS succeeded.
@@ -431,7 +491,7 @@ class Connection:
             )
         self._fire(Trigger.TLS_ESTABLISHED)
         self._tls = True
-        self._extensions = EMPTY_EXTENSIONS
+        self._set_extensions(EMPTY_EXTENSIONS)
         self._esmtp = False
         self._authenticated = False
         self._projected = self._state
@@ -470,9 +530,9 @@ class Connection:
                 over (state ERROR).
             LocalProtocolError: called after the session ended with an error.
         """
-        if self._state is State.ERROR:
+        if self._state is _ERROR:
             raise LocalProtocolError("the session ended with an error")
-        if self._state is State.CLOSED:
+        if self._state is _CLOSED:
             return ConnectionClosed()
         try:
             return self._next_event()
@@ -481,25 +541,26 @@ class Connection:
             raise
 
     def _next_event(self) -> Event | Sentinel:
-        if self._state is State.TLS_HANDSHAKE:
+        if self._state is _TLS_HANDSHAKE:
             if self._reader.buffered:
                 raise StartTLSInjectionError(
                     "data arrived before the TLS handshake: possible STARTTLS response injection"
                 )
             return PAUSED
         head = self._pending[0] if self._pending else None
-        head_verb = head.command.verb if head is not None else None
-        self._reader.line_limit = (
+        line_limit = (
             self._limits.max_auth_challenge
-            if head_verb in _AUTH_VERBS
+            if head is not None and head.verb in _AUTH_VERBS
             else self._limits.max_line_length
         )
+        if line_limit != self._line_limit:
+            self._reader.line_limit = self._line_limit = line_limit
         reply = self._reader.next_reply()
         if reply is None:
             if self._eof:
                 return self._closed()
             return NEED_DATA
-        if self._state is State.GREETING:
+        if self._state is _GREETING:
             return self._greeting(reply)
         if reply.code == 421:
             unanswered = head.command if head is not None else None
@@ -533,27 +594,60 @@ class Connection:
 
     def _answer(self, head: _PendingReply, reply: Reply) -> Event:
         command = head.command
-        verb = command.verb
-        if reply.is_intermediate and reply.code != _INTERMEDIATE_CODES.get(verb):
-            raise RemoteProtocolError(f"{reply.code} is not a valid reply to {verb.value}")
+        verb = head.verb
+        code = reply.code
+        if 300 <= code < 400 and code != _INTERMEDIATE_CODES.get(verb):
+            raise RemoteProtocolError(f"{code} is not a valid reply to {verb.value}")
         if verb in _CONTENT_END_VERBS and self.lmtp:
             return self._lmtp_content_reply(head, reply)
         self._pending.popleft()
+        if 200 <= code < 300:
+            # The common case, kept short: a success follows the projection,
+            # so the projection stands.
+            self._succeeded(command, verb, reply)
+            return ReplyReceived(command=command, reply=reply)
         trigger = self._trigger_for(verb, reply)
         if trigger is not None:
             self._fire(trigger)
-        self._after_reply(command, reply)
-        if not reply.is_success:
-            self._projected = self._project()
-        if reply.is_intermediate and verb is not _V.DATA:
+        if verb is _DATA and code < 400:
+            self._encoder = DataEncoder()
+            self._accepted_for_content = list(self._accepted)
+            self._content_octets = 0
+        self._projected = self._project()
+        if code < 400 and verb is not _DATA:
             return AuthChallengeReceived(reply=reply, challenge=_decode_challenge(reply))
         return ReplyReceived(command=command, reply=reply)
 
+    def _succeeded(self, command: Command, verb: Verb, reply: Reply) -> None:
+        """Apply a 2xx reply to command: the state it leads to, what it teaches."""
+        if verb is _DATA:
+            raise RemoteProtocolError(f"{reply.code} to DATA: the server must say 354 first")
+        if verb in SUCCESS_TRIGGERS:
+            new_state = _AFTER_SUCCESS.get((self._state, verb))
+            if new_state is None:
+                self._fire(SUCCESS_TRIGGERS[verb])  # raises, naming the trigger
+            else:
+                self._state = new_state
+        if verb in (_EHLO, _LHLO):
+            self._set_extensions(Extensions.from_reply(reply))
+            self._esmtp = True
+        elif verb is _HELO:
+            self._set_extensions(EMPTY_EXTENSIONS)
+            self._esmtp = False
+        elif verb is _MAIL:
+            self._accepted = []
+        elif isinstance(command, Rcpt):
+            self._accepted.append(str(command.mailbox))
+        elif verb in _AUTH_VERBS:
+            self._authenticated = True
+        elif verb is _STARTTLS and self._reader.buffered:
+            raise StartTLSInjectionError(
+                "data arrived after the 220 to STARTTLS, before the TLS handshake:"
+                " possible STARTTLS response injection"
+            )
+
     def _trigger_for(self, verb: Verb, reply: Reply) -> Trigger | None:
-        if reply.is_success:
-            if verb is _V.DATA:
-                raise RemoteProtocolError(f"{reply.code} to DATA: the server must say 354 first")
-            return SUCCESS_TRIGGERS.get(verb)
+        """The trigger of a reply that is not a success (those go to _succeeded)."""
         if reply.is_intermediate:
             return Trigger.DATA_ACCEPTED if verb is _V.DATA else Trigger.AUTH_CHALLENGED
         if verb in _AUTH_VERBS:
@@ -563,31 +657,6 @@ class Connection:
         if verb in (_V.BDAT, _V.BDAT_LAST):
             return Trigger.BDAT_REFUSED
         return None
-
-    def _after_reply(self, command: Command, reply: Reply) -> None:
-        verb = command.verb
-        if reply.is_success:
-            if verb in (_V.EHLO, _V.LHLO):
-                self._extensions = Extensions.from_reply(reply)
-                self._esmtp = True
-            elif verb is _V.HELO:
-                self._extensions = EMPTY_EXTENSIONS
-                self._esmtp = False
-            elif verb is _V.MAIL:
-                self._accepted = []
-            elif isinstance(command, Rcpt):
-                self._accepted.append(str(command.mailbox))
-            elif verb in _AUTH_VERBS:
-                self._authenticated = True
-            elif verb is _V.STARTTLS and self._reader.buffered:
-                raise StartTLSInjectionError(
-                    "data arrived after the 220 to STARTTLS, before the TLS handshake:"
-                    " possible STARTTLS response injection"
-                )
-        if verb is _V.DATA and reply.is_intermediate:
-            self._encoder = DataEncoder()
-            self._accepted_for_content = list(self._accepted)
-            self._content_octets = 0
 
     def _lmtp_content_reply(self, head: _PendingReply, reply: Reply) -> Event:
         # RFC 2033 §4.2: one reply per recipient accepted, in RCPT order.
@@ -623,6 +692,14 @@ class Connection:
             if trigger is not None and state is not None:
                 state = TRANSITIONS.get((state, trigger))
         return state
+
+    def _set_extensions(self, extensions: Extensions) -> None:
+        # What every command consults is read from the Extensions once, here:
+        # its properties look keywords up (SIZE parses a number) on each call.
+        self._extensions = extensions
+        self._offers_pipelining = extensions.pipelining
+        self._offers_smtputf8 = extensions.smtputf8
+        self._size_limit = extensions.size_limit
 
     def _fail(self) -> None:
         self._state = State.ERROR

@@ -21,6 +21,13 @@
 #     server that never sends a line end makes us fail after at most one read
 #     past the limit, and we never scan more than a limit's worth of bytes.
 #
+# Most replies are one line, and a session sees the same few of them again and
+# again ("250 2.1.5 Ok" to every RCPT). A Reply is immutable and a pure function
+# of its line, so the reader keeps the ones it built for recent single-line
+# replies, keyed by the whole line: a repeat costs a dictionary lookup instead
+# of checking the code, parsing the enhanced status and building the value
+# again. The cache is per reader and bounded (it is emptied when full).
+#
 # Rejection is early: the first byte of a line must be 2-5 and the first three
 # bytes a valid code; that is checked as soon as those bytes are buffered, so a
 # TLS record or an HTTP response is refused at once instead of being buffered.
@@ -54,6 +61,11 @@ _SEPARATORS_SO_FAR = frozenset((_SPACE, _HYPHEN, _CR))
 
 # Error messages quote at most this many bytes of what the server sent.
 _QUOTE_LIMIT = 32
+
+# How many distinct single-line replies a reader remembers. A session meets a
+# handful; the bound only matters for servers that put a queue id in every
+# reply, whose lines never repeat.
+_RECENT_REPLIES = 64
 
 # RFC 3463 §2: status-code = class "." subject "." detail, with
 #   class = "2" / "4" / "5";  subject = 1*3digit;  detail = 1*3digit
@@ -170,6 +182,7 @@ class ReplyReader:
         "_pending_code",
         "_pending_lines",
         "_pending_size",
+        "_recent",
         "_scan_from",
         "limits",
     )
@@ -182,6 +195,7 @@ class ReplyReader:
         self._pending_lines: list[bytes] = []
         self._pending_size = 0
         self._pending_code = 0
+        self._recent: dict[bytes, Reply] = {}
 
     @property
     def line_limit(self) -> int:
@@ -210,6 +224,9 @@ class ReplyReader:
                 must not be used after that.
         """
         buf = self._buffer
+        if not buf:
+            # The usual question after the last reply of a read: nothing to parse.
+            return None
         start = 0  # where the current line begins; bytes before it are consumed
         try:
             while True:
@@ -225,6 +242,12 @@ class ReplyReader:
                     return None
                 line_start = start
                 start = self._scan_from = line_end + 1
+                if not self._pending_lines:
+                    # Only a reply's first line can be a whole reply seen before.
+                    line = bytes(buf[line_start:start])
+                    known = self._recent.get(line)
+                    if known is not None:
+                        return known
                 # The line end is inside the checked range: a line shorter than
                 # three octets puts a CR or LF where a digit must be.
                 code = _reply_code(buf, line_start, start)
@@ -238,11 +261,16 @@ class ReplyReader:
                         lines = (*self._pending_lines, text)
                         self._pending_lines = []
                         self._pending_size = 0
-                    else:
-                        lines = (text,)
-                    return Reply(
-                        code=code, lines=lines, enhanced=parse_enhanced_status(lines[0], code)
+                        return Reply(
+                            code=code, lines=lines, enhanced=parse_enhanced_status(lines[0], code)
+                        )
+                    reply = Reply(
+                        code=code, lines=(text,), enhanced=parse_enhanced_status(text, code)
                     )
+                    if len(self._recent) >= _RECENT_REPLIES:
+                        self._recent.clear()
+                    self._recent[line] = reply
+                    return reply
                 if separator != _HYPHEN:
                     raise self._bad_separator(buf, line_start, line_end)
                 self._pending_code = code

@@ -168,6 +168,9 @@ class Mailbox:
     local_part: str
     domain: str
     needs_smtputf8: bool = field(init=False)
+    # The text form, built once: a mailbox is parsed once (parse_mailbox keeps
+    # it) and then rendered into every command and result that names it.
+    _text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         shown = ascii(f"{self.local_part}@{self.domain}")
@@ -180,9 +183,10 @@ class Mailbox:
             )
         _check_path_length(self.local_part, self.domain, f"mailbox {shown}")
         object.__setattr__(self, "needs_smtputf8", not self.local_part.isascii())
+        object.__setattr__(self, "_text", f"{self.local_part}@{self.domain}")
 
     def __str__(self) -> str:
-        return f"{self.local_part}@{self.domain}"
+        return self._text
 
 
 def format_path(path: Mailbox | None) -> str:
@@ -537,12 +541,21 @@ def check_command_line(line: bytes, *, limit: int = MAX_COMMAND_LINE) -> None:
         InvalidInputError: longer than limit, or not exactly one line ending
             in CRLF with no NUL. The line is not quoted: it may hold a secret.
     """
+    size = len(line)
+    one_line = (
+        size >= 2
+        and line.find(b"\r") == size - 2
+        and line.find(b"\n") == size - 1
+        and b"\0" not in line
+    )
+    if one_line and size <= limit:
+        # Every command passes through here: the name for an error message is
+        # only worth working out when there is an error.
+        return
     verb = line[:16].split(b" ", 1)[0].rstrip(b"\r\n")
     name = f"{verb.decode('ascii')} command line" if verb.isalpha() else "command line"
-    size = len(line)
     if size > limit:
         raise InvalidInputError(
             f"{name} is {size} octets, over the limit of {limit} (RFC 5321 §4.5.3.1.4)"
         )
-    if line.find(b"\r") != size - 2 or line.find(b"\n") != size - 1 or size < 2 or b"\0" in line:
-        raise InvalidInputError(f"{name} must be a single line ending in CRLF, without NUL")
+    raise InvalidInputError(f"{name} must be a single line ending in CRLF, without NUL")
