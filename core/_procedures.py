@@ -81,10 +81,14 @@ from ._extensions import Extensions
 from ._receivebuffer import ReplyLimits
 from ._replies import Reply
 from ._requests import Procedure, Read, Timeouts, TLSMode, UpgradeTLS, Write
-from ._state import State
+from ._state import State, Verb
 from ._transaction import BodyInfo, MailJob, MailTransactions
 
 __all__ = ["ClientSession"]
+
+_REPLY_EVENTS = (GreetingReceived, ReplyReceived, AuthChallengeReceived)
+_CONTENT_TYPES = (MessageData, Bdat, EndOfData)
+_CONTENT_END_VERBS = frozenset({Verb.END_OF_DATA, Verb.BDAT_LAST})
 
 
 Transcript = Callable[[str, str], None]
@@ -166,21 +170,9 @@ class ClientSession:
                 continue
             if event is PAUSED:  # pragma: no cover - handled by _starttls
                 raise RemoteProtocolError("unexpected pause")
-            if isinstance(event, GreetingReceived | ReplyReceived | AuthChallengeReceived):
-                self._log_reply(event.reply)
+            if self._transcript is not None and isinstance(event, _REPLY_EVENTS):
+                _log_reply(self._transcript, event.reply)
             return event
-
-    def _log_reply(self, reply: Reply) -> None:
-        if self._transcript is None:
-            return
-        code = str(reply.code)
-        last = len(reply.lines) - 1
-        for i, line in enumerate(reply.lines):
-            text = line.decode("utf-8", "replace")
-            if reply.is_intermediate and reply.code == 334:
-                text = "<challenge>" if text else ""
-            sep = " " if i == last else "-"
-            self._log("S", f"{code}{sep}{text}".rstrip())
 
     def _reply(self) -> Procedure:
         """The next reply to a command; a closed connection is an error."""
@@ -206,12 +198,14 @@ class ClientSession:
 
     def _send(self, commands: Sequence[Command]) -> Procedure:
         data = self.conn.send_all(list(commands))
+        if self._transcript is not None:
+            for command in commands:
+                self._transcript("C", command.transcript_line())
+        content = ends_content = False
         for command in commands:
-            self._log("C", command.transcript_line())
-        content = any(isinstance(c, MessageData | Bdat | EndOfData) for c in commands)
-        ends_content = any(
-            isinstance(c, EndOfData) or (isinstance(c, Bdat) and c.last) for c in commands
-        )
+            if isinstance(command, _CONTENT_TYPES):
+                content = True
+                ends_content = ends_content or command.verb in _CONTENT_END_VERBS
         phase = Phase.DATA_BLOCK if content else Phase.COMMAND
         yield from self._write(data, phase, ends_content=ends_content)
 
@@ -434,3 +428,14 @@ class ClientSession:
     def _quit_quietly(self) -> Procedure:
         with contextlib.suppress(SMTPError):
             yield from self.command(Quit())
+
+
+def _log_reply(transcript: Transcript, reply: Reply) -> None:
+    """Each line of a reply as an ``S`` transcript line; AUTH challenges hidden."""
+    code = str(reply.code)
+    last = len(reply.lines) - 1
+    for i, line in enumerate(reply.lines):
+        text = line.decode("utf-8", "replace")
+        if reply.code == 334:
+            text = "<challenge>" if text else ""
+        transcript("S", f"{code}{' ' if i == last else '-'}{text}".rstrip())

@@ -256,9 +256,12 @@ class ClientBase:
         self.host = host
         self.port = port
         self.tls_mode = resolve_tls_mode(tls, port)
-        self.ssl_context = ssl_context or default_ssl_context()
+        # Building the default context loads the system's CA store (tens of
+        # milliseconds): only done when TLS is actually used.
+        self._ssl_context = ssl_context
         self.server_hostname = server_hostname or host
-        needs_name = self.tls_mode is not TLSMode.NONE and self.ssl_context.check_hostname
+        checks_name = ssl_context is None or ssl_context.check_hostname
+        needs_name = self.tls_mode is not TLSMode.NONE and checks_name
         if needs_name and self.server_hostname is None:
             raise InvalidInputError("TLS with host name checking needs server_hostname")
         self.local_hostname = local_hostname
@@ -272,6 +275,13 @@ class ClientBase:
         self._session: ClientSession | None = None
         self.tls_info: TLSInfo | None = None
         """The TLS layer of the connection, or None while it is plaintext."""
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context for TLS: the one given, or a verifying default."""
+        if self._ssl_context is None:
+            self._ssl_context = default_ssl_context()
+        return self._ssl_context
 
     @property
     def verified_context(self) -> bool:
