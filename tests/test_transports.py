@@ -31,6 +31,7 @@ from smtpbee import (
     PermanentReplyError,
     SMTPTimeoutError,
 )
+from smtpbee._auth import Plain
 from smtpbee._commands import Noop
 from smtpbee._extensions import Extensions
 from smtpbee._replies import Reply
@@ -345,6 +346,23 @@ async def test_starttls_then_auth(
         assert c.tls_info.version in ("TLSv1.2", "TLSv1.3")
         assert (await c.login(*ALICE, mechanism=mechanism)).code == 235
         await c.sendmail("a@x.test", ["b@x.test"], b"Subject: s\r\n\r\nsecret\r\n")
+    [received] = server.messages
+    assert received.tls and received.auth_login == "alice"
+
+
+@pytest.mark.anyio
+async def test_explicit_starttls_then_a_mechanism_object(
+    flavour: Flavour, aiosmtpd_starttls_server: TLSAiosmtpdServer
+) -> None:
+    server = aiosmtpd_starttls_server
+    async with flavour.client(server, tls="none") as c:
+        assert c.tls_info is None and "STARTTLS" in c.extensions
+        assert "AUTH" not in c.extensions  # this server offers AUTH only over TLS
+        reply = await c.starttls()
+        assert reply.code == 250 and "AUTH" in c.extensions and "STARTTLS" not in c.extensions
+        assert c.tls_info is not None and c.tls_info.verified
+        assert (await c.authenticate(Plain(*ALICE))).code == 235
+        await c.sendmail("a@x.test", ["b@x.test"], b"after starttls\r\n")
     [received] = server.messages
     assert received.tls and received.auth_login == "alice"
 
