@@ -185,8 +185,37 @@ def _frozen_extra(
     return MappingProxyType(dict(_check_extra(extra, typed)))
 
 
+class _PathCommand(Command):
+    """MAIL and RCPT: a path and parameters, rendered once.
+
+    Procedures ask for the line twice (wire and transcript) and bulk senders
+    send the same envelope often: the rendered line is kept in ``_line``.
+    """
+
+    __slots__ = ()
+    _line: str | None
+
+    def _render(self) -> str:
+        raise NotImplementedError
+
+    def _wire_line(self) -> str:
+        line = self._line
+        if line is None:
+            line = self._render()
+            object.__setattr__(self, "_line", line)
+        return line
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        return self._wire_line().encode("utf-8" if smtputf8 else "ascii")
+
+    def transcript_line(self) -> str:
+        # The line holds no lone surrogate (every part was checked), so this
+        # is what decoding its UTF-8 form would give.
+        return self._wire_line().rstrip("\r\n")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Mail(Command):
+class Mail(_PathCommand):
     """``MAIL FROM:<sender> [parameters]``: open a mail transaction.
 
     Args:
@@ -286,26 +315,14 @@ class Mail(Command):
         params.extend(self.extra.items())
         return params
 
-    def _wire_line(self) -> str:
-        line = self._line
-        if line is None:
-            path = "" if self.mailbox is None else str(self.mailbox)
-            params = self.parameters
-            line = f"MAIL FROM:<{path}>{_render_parameters(params) if params else ''}\r\n"
-            object.__setattr__(self, "_line", line)
-        return line
-
-    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
-        return self._wire_line().encode("utf-8" if smtputf8 else "ascii")
-
-    def transcript_line(self) -> str:
-        # The line holds no lone surrogate (every part was checked), so this
-        # is what decoding its UTF-8 form would give.
-        return self._wire_line().rstrip("\r\n")
+    def _render(self) -> str:
+        path = "" if self.mailbox is None else str(self.mailbox)
+        params = self.parameters
+        return f"MAIL FROM:<{path}>{_render_parameters(params) if params else ''}\r\n"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Rcpt(Command):
+class Rcpt(_PathCommand):
     """``RCPT TO:<recipient> [parameters]``: add a recipient.
 
     Args:
@@ -358,20 +375,9 @@ class Rcpt(Command):
         params.extend(self.extra.items())
         return params
 
-    def _wire_line(self) -> str:
-        line = self._line
-        if line is None:
-            params = self.parameters
-            line = f"RCPT TO:<{self.mailbox}>{_render_parameters(params) if params else ''}\r\n"
-            object.__setattr__(self, "_line", line)
-        return line
-
-    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
-        return self._wire_line().encode("utf-8" if smtputf8 else "ascii")
-
-    def transcript_line(self) -> str:
-        # As for Mail: no lone surrogate can be in the line.
-        return self._wire_line().rstrip("\r\n")
+    def _render(self) -> str:
+        params = self.parameters
+        return f"RCPT TO:<{self.mailbox}>{_render_parameters(params) if params else ''}\r\n"
 
 
 @dataclass(frozen=True, slots=True)
