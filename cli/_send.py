@@ -37,6 +37,7 @@ from smtpbee import (
     Ehlo,
     InvalidInputError,
     Mail,
+    OutcomeUnknownError,
     Rcpt,
     Reply,
     ReplyError,
@@ -323,10 +324,10 @@ async def deliver(client: Client, job: Prepared) -> Outcome:
             await client.quit()
     except (SMTPError, OSError) as exc:
         outcome.failure = classify(exc, during_auth=during_auth)
-        if isinstance(exc, ReplyError):
+        if isinstance(exc, ReplyError | OutcomeUnknownError):
             outcome.recipients = dict(exc.recipients)
-            if exc.phase.startswith("DATA"):
-                outcome.data = exc.reply
+        if isinstance(exc, ReplyError) and exc.phase.startswith("DATA"):
+            outcome.data = exc.reply
         with contextlib.suppress(SMTPError, OSError):
             if client.session is not None and client.inner.usable:
                 await client.quit()

@@ -157,7 +157,15 @@ class OutcomeUnknownError(SMTPError):
 
     The server may or may not have accepted the message; retrying may deliver it
     twice. The original timeout or connection error is the ``__cause__``.
+
+    Attributes:
+        recipients: each recipient's reply to RCPT, when known: who would have
+            the message if the server did accept it.
     """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.recipients: dict[str, Reply] = {}
 
 
 def reply_error(reply: Reply, *, command: str | None = None, phase: str = "") -> ReplyError:

@@ -143,7 +143,13 @@ class MailTransactions:
         mail, rcpts, chunked = self._prepare(
             sender, recipients, body, smtputf8, mail_options, rcpt_options
         )
-        return (yield from self._transaction(mail, rcpts, body, chunked))
+        result = SendResult(recipients={})
+        try:
+            return (yield from self._transaction(mail, rcpts, body, chunked, result))
+        except OutcomeUnknownError as exc:
+            # Who was accepted before the outcome became unknown.
+            exc.recipients = dict(result.recipients)
+            raise
 
     def _prepare(
         self,
@@ -186,11 +192,11 @@ class MailTransactions:
         return mail, rcpts, chunked
 
     def _transaction(
-        self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool
+        self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool, result: SendResult
     ) -> Procedure:
         if self._session.conn.pipelining:
-            return (yield from self._pipelined_transaction(mail, rcpts, body, chunked))
-        return (yield from self._lockstep_transaction(mail, rcpts, body, chunked))
+            return (yield from self._pipelined_transaction(mail, rcpts, body, chunked, result))
+        return (yield from self._lockstep_transaction(mail, rcpts, body, chunked, result))
 
     def send_many(self, jobs: Iterable[MailJob]) -> Procedure:
         """Several mail transactions on this session, each settled on its own.
@@ -232,7 +238,7 @@ class MailTransactions:
                 if not overlap:
                     try:
                         results[index] = yield from self._transaction(
-                            mail, rcpts, job.body, chunked
+                            mail, rcpts, job.body, chunked, SendResult(recipients={})
                         )
                     except ReplyError as exc:
                         results[index] = exc
@@ -242,7 +248,8 @@ class MailTransactions:
                 if awaiting is not None:
                     results[awaiting[0]] = yield from self._settle(awaiting[1])
                     awaiting = None
-                result, data_reply, failure = yield from self._envelope_replies(mail, rcpts)
+                result = SendResult(recipients={})
+                data_reply, failure = yield from self._envelope_replies(mail, rcpts, result)
                 if failure is not None or data_reply.code != 354:
                     results[index] = yield from self._abandon(failure, data_reply)
                     yield from self._skip_body()
@@ -261,14 +268,13 @@ class MailTransactions:
                 results[index] = _envelope_lost(exc) if awaiting is not None else exc
         return results
 
-    def _envelope_replies(self, mail: Mail, rcpts: list[Rcpt]) -> Procedure:
+    def _envelope_replies(self, mail: Mail, rcpts: list[Rcpt], result: SendResult) -> Procedure:
         """The replies to MAIL, each RCPT and DATA; the envelope's failure, if any."""
         mail_reply = (yield from self._session._reply()).reply
-        result = SendResult(recipients={})
         for rcpt in rcpts:
             result.recipients[rcpt.recipient] = (yield from self._session._reply()).reply
         data_reply = (yield from self._session._reply()).reply
-        return result, data_reply, _envelope_failure(mail, mail_reply, result)
+        return data_reply, _envelope_failure(mail, mail_reply, result)
 
     def _abandon(self, failure: ReplyError | None, data_reply: Reply) -> Procedure:
         """End a transaction whose envelope or DATA was refused; return the error."""
@@ -297,7 +303,7 @@ class MailTransactions:
             pass
 
     def _pipelined_transaction(
-        self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool
+        self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool, result: SendResult
     ) -> Procedure:
         normalizer = None if body.binary else LineEndingNormalizer()
         opener: Bdat | Data
@@ -307,7 +313,7 @@ class MailTransactions:
         else:
             opener = Data()
         yield from self._session._send([mail, *rcpts, opener])
-        result, opener_reply, failure = yield from self._envelope_replies(mail, rcpts)
+        opener_reply, failure = yield from self._envelope_replies(mail, rcpts, result)
         if failure is not None:
             raise (yield from self._abandon(failure, opener_reply))
         if isinstance(opener, Bdat):
@@ -315,10 +321,9 @@ class MailTransactions:
         return (yield from self._data_content(result, opener_reply))
 
     def _lockstep_transaction(
-        self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool
+        self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool, result: SendResult
     ) -> Procedure:
         mail_reply = yield from self._session.command(mail)
-        result = SendResult(recipients={})
         if mail_reply.is_success:
             for rcpt in rcpts:
                 result.recipients[rcpt.recipient] = yield from self._session.command(rcpt)

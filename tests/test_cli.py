@@ -27,6 +27,7 @@ from servers import (
     TLSAiosmtpdServer,
     expect,
     expect_close,
+    expect_data,
     send,
 )
 from smtpbee import (
@@ -341,6 +342,36 @@ def test_a_stalled_server_times_out_with_75(scripted_server: Any, transport: str
     )
     assert run.returncode == 75
     assert as_json(run)["error"]["kind"] == "timeout"
+    server.join()
+
+
+def test_silence_after_the_final_dot_is_75_with_the_recipients(
+    scripted_server: Any, transport: str
+) -> None:
+    server = scripted_server(
+        [
+            GREETING,
+            expect(b"EHLO"),
+            send(PLAIN_EHLO),
+            expect(b"MAIL"),
+            send(b"250 OK\r\n"),
+            expect(b"RCPT"),
+            send(b"250 OK\r\n"),
+            expect(b"DATA"),
+            send(b"354 go\r\n"),
+            expect_data(),
+            expect_close(timeout=10),
+        ]
+    )
+    run = smtpbee(
+        *plain(server, "--from", "a@example.test", "--to", "b@example.test", "--body", "x"),
+        *("--timeout", "1", "--transport", transport, "--json"),
+    )
+    assert run.returncode == 75
+    result = as_json(run)
+    assert result["error"]["kind"] == "outcome_unknown"
+    # The message may have been accepted: the JSON says for whom.
+    assert result["recipients"]["b@example.test"]["code"] == 250
     server.join()
 
 

@@ -815,6 +815,8 @@ def test_timeout_while_reading_the_final_reply_is_outcome_unknown() -> None:
     with pytest.raises(OutcomeUnknownError) as info:
         script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
     assert isinstance(info.value.__cause__, SMTPTimeoutError)
+    # Who would have the message, if the server did take it.
+    assert {a: r.code for a, r in info.value.recipients.items()} == {"b@x.test": 250}
     assert s.conn.state is State.ERROR
     reads = [r for r in script.requests if isinstance(r, Read)]
     assert reads[-1].phase is Phase.DATA_TERMINATION
