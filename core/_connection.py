@@ -40,7 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ._commands import (
     Auth,
@@ -58,9 +58,7 @@ from ._commands import (
 )
 from ._data import DataEncoder
 from ._errors import (
-    InvalidInputError,
     LocalProtocolError,
-    MessageTooLargeError,
     RemoteProtocolError,
     StartTLSInjectionError,
     UnsupportedExtensionError,
@@ -77,6 +75,7 @@ from ._events import (
     Sentinel,
 )
 from ._extensions import EMPTY_EXTENSIONS, Extensions
+from ._offers import check_auth, check_content, check_mail, check_rcpt, offer_problem
 from ._receivebuffer import ReplyLimits, ReplyReader
 from ._replies import Reply
 from ._state import ALLOWED_COMMANDS, SUCCESS_TRIGGERS, TRANSITIONS, State, Trigger, Verb
@@ -280,34 +279,14 @@ class Connection:
                 )
         if verb not in _OFFER_DEPENDENT:
             return None
-        return self._offer_problem(verb)
-
-    def _offer_problem(self, verb: Verb) -> LocalProtocolError | None:
-        if verb is _DATA:
-            # The one offer-dependent verb of every DATA transaction: answered
-            # first, as none of the checks below concern it.
-            mail = self._sent_mail
-            if mail is not None and mail.body == "BINARYMIME":
-                return LocalProtocolError("BODY=BINARYMIME content must go with BDAT, not DATA")
-            return None
-        ext = self._extensions
-        if self.lmtp and verb in (_V.EHLO, _V.HELO):
-            return LocalProtocolError("LMTP uses LHLO, not EHLO or HELO")
-        if not self.lmtp and verb is _V.LHLO:
-            return LocalProtocolError("LHLO is only for LMTP")
-        if verb is _V.STARTTLS:
-            if self._tls:
-                return LocalProtocolError("TLS is already active")
-            if not ext.starttls:
-                return UnsupportedExtensionError("the server does not offer STARTTLS")
-        if verb is _V.AUTH:
-            if self._authenticated:
-                return LocalProtocolError("already authenticated (RFC 4954 §4: AUTH only once)")
-            if not ext.auth_mechanisms:
-                return UnsupportedExtensionError("the server does not offer AUTH")
-        if verb in (_V.BDAT, _V.BDAT_LAST) and not ext.chunking:
-            return UnsupportedExtensionError("the server does not offer CHUNKING (BDAT)")
-        return None
+        return offer_problem(
+            verb,
+            self._extensions,
+            lmtp=self.lmtp,
+            tls=self._tls,
+            authenticated=self._authenticated,
+            sent_mail=self._sent_mail,
+        )
 
     # ------------------------------------------------------------------
     # Commands in, bytes out
@@ -323,7 +302,7 @@ class Connection:
         data = self._admit(command)
         return self._encode(command) if data is None else data
 
-    def send_all(self, commands: list[Command]) -> bytes:
+    def send_all(self, commands: Sequence[Command]) -> bytes:
         """Send several commands as one pipelined group: all of them, or none.
 
         If any command is refused, the connection is left exactly as it was,
@@ -370,11 +349,11 @@ class Connection:
             self._admit_content(command.data)
             return None
         elif isinstance(command, Mail):
-            self._check_mail(command)
+            check_mail(command, self._extensions, tls=self._tls, size_limit=self._size_limit)
         elif isinstance(command, Rcpt):
-            self._check_rcpt(command)
+            check_rcpt(command, self._extensions, sent_mail=self._sent_mail)
         elif isinstance(command, Auth):
-            self._check_auth(command)
+            check_auth(command, self._extensions)
         elif isinstance(command, Bdat):
             self._check_chunk(command.data)
         elif command.needs_smtputf8 and not self._offers_smtputf8:
@@ -417,56 +396,13 @@ class Connection:
         if verb in SUCCESS_TRIGGERS and self._projected is not None:
             self._projected = _AFTER_SUCCESS.get((self._projected, verb))
 
-    def _check_mail(self, mail: Mail) -> None:
-        ext = self._extensions
-        for keyword in mail.required_extensions:
-            if keyword not in ext:
-                raise UnsupportedExtensionError(
-                    f"MAIL parameter needs {keyword}, which the server does not offer"
-                )
-        if mail.needs_smtputf8 and not mail.smtputf8:
-            raise UnsupportedExtensionError(
-                "a non-ASCII sender needs SMTPUTF8"
-                + (" (pass smtputf8=True)" if ext.smtputf8 else ", which the server does not offer")
-            )
-        if mail.requiretls and not self._tls:
-            raise LocalProtocolError("REQUIRETLS can only be used over TLS (RFC 8689)")
-        limit = self._size_limit
-        if mail.size is not None and limit is not None and mail.size > limit:
-            raise MessageTooLargeError(
-                f"the message is {mail.size} octets; the server accepts at most {limit}"
-            )
-
-    def _check_rcpt(self, rcpt: Rcpt) -> None:
-        if (rcpt.notify is not None or rcpt.orcpt is not None) and not self._extensions.dsn:
-            raise UnsupportedExtensionError(
-                "NOTIFY/ORCPT need DSN, which the server does not offer"
-            )
-        mail = self._sent_mail
-        if rcpt.needs_smtputf8 and not (mail is not None and mail.smtputf8):
-            raise UnsupportedExtensionError(
-                "a non-ASCII recipient needs a transaction opened with SMTPUTF8"
-            )
-
-    def _check_auth(self, auth: Auth) -> None:
-        if auth.mechanism not in self._extensions.auth_mechanisms:
-            offered = ", ".join(sorted(self._extensions.auth_mechanisms))
-            raise UnsupportedExtensionError(
-                f"the server does not offer AUTH {auth.mechanism} (it offers {offered})"
-            )
-
     def _check_chunk(self, data: bytes) -> None:
-        mail = self._sent_mail
-        body = mail.body if mail is not None else None
-        eight_bit_ok = body in ("8BITMIME", "BINARYMIME") or (mail is not None and mail.smtputf8)
-        if not eight_bit_ok and not data.isascii():
-            raise InvalidInputError(
-                "the content has 8-bit octets: open the transaction with BODY=8BITMIME"
-                " (or SMTPUTF8)"
-            )
-        limit = self._size_limit
-        if limit is not None and self._content_octets + len(data) > limit:
-            raise MessageTooLargeError(f"the content exceeds the server's SIZE limit of {limit}")
+        check_content(
+            data,
+            sent_mail=self._sent_mail,
+            octets_so_far=self._content_octets,
+            size_limit=self._size_limit,
+        )
 
     def _admit_content(self, data: bytes) -> None:
         if not self._accepted_for_content:

@@ -197,7 +197,7 @@ class ClientSession:
         return event
 
     def _send(self, commands: Sequence[Command]) -> Procedure:
-        data = self.conn.send_all(list(commands))
+        data = self.conn.send_all(commands)
         if self._transcript is not None:
             for command in commands:
                 self._transcript("C", command.transcript_line())
