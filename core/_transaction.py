@@ -22,6 +22,7 @@
 #   costs one round trip; every job is settled on its own.
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["BodyInfo", "MailJob", "MailTransactions", "SendResult"]
 
 _CHUNK_SIZE = 1 << 20
+# How many BDAT chunks may await their replies: enough to keep a link busy,
+# few enough that a refusal wastes little.
+_CHUNKS_IN_FLIGHT = 4
 _WRITE_SIZE = 1 << 16
 
 
@@ -389,24 +393,41 @@ class MailTransactions:
         reply: Reply,
         normalizer: LineEndingNormalizer | None,
     ) -> Procedure:
-        """Go on with BDAT after the first chunk was answered."""
+        """Go on with BDAT after the first chunk was answered.
+
+        With PIPELINING up to _CHUNKS_IN_FLIGHT chunks go out before their
+        replies are read (RFC 3030 §4.2), so a large message does not wait a
+        round trip per chunk; without it, each chunk waits for its reply.
+        """
+        session = self._session
+        window = _CHUNKS_IN_FLIGHT if session.conn.pipelining else 1
+        unanswered: deque[Bdat] = deque()
+        last_sent = chunk.last
         while True:
-            if self._session.conn.lmtp and chunk.last:
+            if session.conn.lmtp and chunk.last:
                 return (yield from self._lmtp_delivery(result, reply, "BDAT"))
             if not reply.is_success:
+                for _ in unanswered:  # already on their way: their replies come first
+                    yield from session._reply()
                 yield from self._reset()
                 raise reply_error(reply, command=chunk.transcript_line(), phase="BDAT")
             if chunk.last:
                 result.data = reply
                 return result
-            data, last = yield from self._next_chunk(normalizer)
-            chunk = Bdat(data, last=last)
-            try:
-                reply = yield from self._session.command(chunk)
-            except LocalProtocolError:
-                # Nothing of the chunk went out: abandon the transaction.
-                yield from self._reset()
-                raise
+            while not last_sent and len(unanswered) < window:
+                data, last_sent = yield from self._next_chunk(normalizer)
+                following = Bdat(data, last=last_sent)
+                try:
+                    yield from session._send([following])
+                except LocalProtocolError:
+                    # Nothing of this chunk went out: abandon the transaction.
+                    for _ in unanswered:
+                        yield from session._reply()
+                    yield from self._reset()
+                    raise
+                unanswered.append(following)
+            chunk = unanswered.popleft()
+            reply = (yield from session._reply()).reply
 
     def _final_replies(self, result: SendResult, phase: str) -> Procedure:
         first = (yield from self._session._reply()).reply

@@ -607,6 +607,50 @@ def test_large_streamed_body_in_several_chunks() -> None:
     assert "BODY=8BITMIME" in server.delivered[-1].mail_line
 
 
+MIB = 1 << 20
+
+
+def test_bdat_chunks_are_pipelined_a_few_at_a_time() -> None:
+    server = ModelServer(extensions=("PIPELINING", "CHUNKING"))
+    s, _ = opened(server)
+    writes = Counter()
+    reads_before = server.reads
+    run_procedure(
+        s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
+        server,
+        [b"x" * MIB] * 6,
+        on_write=writes,
+    )
+    assert server.delivered[-1].content == b"x" * (6 * MIB) + b"\r\n"
+    bdats = [w[: w.index(b"\r\n")] for w in writes.writes[1:]]
+    assert bdats == [b"BDAT 1048576"] * 5 + [b"BDAT 2 LAST"]
+    # The first chunk's reply is awaited (the envelope may fail); then four
+    # chunks go out before their replies are read, not one round trip each.
+    assert server.reads - reads_before < 6
+
+
+def test_a_refused_chunk_with_others_in_flight() -> None:
+    s, _ = session()
+    chunking = b"250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+    Script([b"220 mx.test\r\n", chunking]).run(s.open())
+    script = Script(
+        [
+            b"250 ok\r\n250 ok\r\n250 chunk 1\r\n",
+            b"552 chunk 2 too much\r\n",
+            b"503 bad sequence\r\n503 bad sequence\r\n503 bad sequence\r\n",
+            b"250 reset\r\n",
+        ],
+        body=[b"x" * MIB] * 5,
+    )
+    with pytest.raises(PermanentReplyError) as info:
+        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
+    assert info.value.code == 552 and info.value.phase == "BDAT"
+    # Chunks 2 to 5 were on their way; every reply was read before the RSET.
+    assert script.written.count(b"BDAT ") == 5
+    assert script.written.endswith(b"RSET\r\n") and not script.reads
+    assert s.conn.state is State.READY
+
+
 def test_many_data_pieces() -> None:
     server = ModelServer(extensions=("PIPELINING",))
     s, _ = opened(server)
@@ -678,6 +722,20 @@ def test_bad_later_chunk_resets_a_bdat_transaction() -> None:
         )
     assert server.commands[-1] == "RSET"
     assert s.conn.state is State.READY
+
+
+def test_bad_later_chunk_with_others_in_flight() -> None:
+    server = ModelServer(extensions=("PIPELINING", "CHUNKING", "SIZE 3670016"))
+    s, _ = opened(server)
+    with pytest.raises(MessageTooLargeError):
+        run_procedure(
+            s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
+            server,
+            [b"x" * MIB] * 4,
+        )
+    # Chunks 2 and 3 were in flight: their replies are read, then RSET.
+    assert server.commands[-4:] == ["BDAT 1048576", "BDAT 1048576", "BDAT 1048576", "RSET"]
+    assert s.conn.state is State.READY and not s.conn.pending
 
 
 def test_size_over_the_limit_is_refused_before_anything() -> None:
