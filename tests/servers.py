@@ -21,7 +21,8 @@
 #   step times out, and `received_groups` lists what was consumed between two answers.
 #
 # - `PostfixServer`: the facts about the private Postfix instance that .ci/postfix-start
-#   runs on 127.0.0.1:8025, and a bounded poll of its maildir.
+#   runs on 127.0.0.1:8025 (STARTTLS) and 127.0.0.1:8465 (implicit TLS), with its AUTH
+#   test account, and a bounded poll of its maildir.
 """SMTP test servers on loopback: aiosmtpd in a thread, a scripted server, Postfix."""
 
 from __future__ import annotations
@@ -920,6 +921,15 @@ class ScriptedServer:
 # Postfix
 
 _TRACE_HEADERS = (b"return-path:", b"x-original-to:", b"delivered-to:", b"received:")
+_POSTFIX_REQUIRED_FACTS = (
+    "SMTPBEE_POSTFIX_HOST",
+    "SMTPBEE_POSTFIX_PORT",
+    "SMTPBEE_POSTFIX_SMTPS_PORT",
+    "SMTPBEE_POSTFIX_USER",
+    "SMTPBEE_POSTFIX_PASSWORD",
+    "SMTPBEE_POSTFIX_MAILDIR",
+    "SMTPBEE_POSTFIX_CAFILE",
+)
 
 
 @dataclass
@@ -928,7 +938,12 @@ class PostfixServer:
 
     Attributes:
         host: Where it listens (127.0.0.1).
-        port: Its port (8025).
+        port: Its port with STARTTLS (8025); AUTH is offered there only after STARTTLS.
+        smtps_port: Its implicit-TLS port (8465, RFC 8314): TLS from the first byte,
+            same certificate, AUTH offered at once.
+        username: The SASL login of its test account (``smtpbee@example.test``), good
+            for PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1 and SCRAM-SHA-256.
+        password: That account's password (plain ASCII, nothing a shell would change).
         maildir: The maildir every ``@example.test`` recipient is delivered to.
         cafile: PEM of the CA that signed its certificate (localhost, 127.0.0.1, ::1).
         domain: The domain it accepts mail for (``example.test``).
@@ -938,6 +953,9 @@ class PostfixServer:
 
     host: str
     port: int
+    smtps_port: int
+    username: str
+    password: str = field(repr=False)
     maildir: Path
     cafile: str
     domain: str = "example.test"
@@ -951,15 +969,28 @@ class PostfixServer:
 
     @classmethod
     def from_env_file(cls, path: Path) -> PostfixServer:
-        """Read the KEY=VALUE file that .ci/postfix-start writes."""
+        """Read the KEY=VALUE file that .ci/postfix-start writes.
+
+        Raises:
+            ValueError: A fact is missing, e.g. the file is from an older script that
+                knew no implicit-TLS port or account (start the instance again).
+        """
         facts: dict[str, str] = {}
         for line in path.read_text(encoding="utf-8").splitlines():
             key, sep, value = line.partition("=")
             if sep:
                 facts[key.strip()] = value.strip()
+        missing = [key for key in _POSTFIX_REQUIRED_FACTS if not facts.get(key)]
+        if missing:
+            raise ValueError(
+                f"{path} lacks {', '.join(missing)}; run .ci/postfix-start again to rewrite it"
+            )
         return cls(
             host=facts["SMTPBEE_POSTFIX_HOST"],
             port=int(facts["SMTPBEE_POSTFIX_PORT"]),
+            smtps_port=int(facts["SMTPBEE_POSTFIX_SMTPS_PORT"]),
+            username=facts["SMTPBEE_POSTFIX_USER"],
+            password=facts["SMTPBEE_POSTFIX_PASSWORD"],
             maildir=Path(facts["SMTPBEE_POSTFIX_MAILDIR"]),
             cafile=facts["SMTPBEE_POSTFIX_CAFILE"],
             domain=facts.get("SMTPBEE_POSTFIX_DOMAIN", "example.test"),
