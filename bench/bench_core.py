@@ -6,9 +6,10 @@ DATA in one group, then the content and its terminator) against canned reply byt
 the way the blocking transport drives it for ``sendmail``: commands built per
 message, one send_all per group, one receive_data per server write, next_event until
 NEED_DATA. The same loop is then run by a minimal pipelined encoder/decoder written
-for this one job (f-strings out, ``split`` on the replies in, the code's first digit
-checked) - what the core's checks, state machine and events cost on top of that is
-the difference between the two figures. Best of 5 runs, process CPU time.
+for this one job (f-strings out, ``split`` on the replies in, each code checked
+against the exact success codes RFC 5321 lists, as the core does) - what the core's
+checks, state machine and events cost on top of that is the difference between the
+two figures. Best of 5 runs, process CPU time.
 
 Nothing here is a test, and nothing asserts a time.
 """
@@ -23,7 +24,7 @@ from collections.abc import Callable
 
 from smtpbee._commands import Data, EndOfData, Mail, MessageData, Rcpt
 from smtpbee._connection import Connection
-from smtpbee._events import NEED_DATA
+from smtpbee._events import NEED_DATA, ReplyReceived
 
 SENDER = "bench@x.test"
 RECIPIENT = "sink@x.test"
@@ -40,8 +41,11 @@ FINAL_REPLY = b"250 2.0.0 Ok: queued as 1234ABCD\r\n"
 
 
 def _drain(conn: Connection) -> int:
+    """Read every event; how many there were. Any refusal or surprise ends the run."""
     events = 0
-    while conn.next_event() is not NEED_DATA:
+    while (event := conn.next_event()) is not NEED_DATA:
+        if not (event.accepted if isinstance(event, ReplyReceived) else True):
+            raise AssertionError(f"refused: {event}")
         events += 1
     return events
 
@@ -96,11 +100,11 @@ def minimal_client(count: int) -> None:
         if not envelope:  # pragma: no cover - keeps the encoding from being optimised away
             raise AssertionError
         codes = replies(ENVELOPE_REPLIES)
-        if len(codes) != 3 or codes[0] // 100 != 2 or codes[1] // 100 != 2 or codes[2] != 354:
+        if len(codes) != 3 or codes[0] != 250 or codes[1] not in (250, 251) or codes[2] != 354:
             raise AssertionError("the envelope was not answered")
         encode(BODY)
         codes = replies(FINAL_REPLY)
-        if len(codes) != 1 or codes[0] // 100 != 2:
+        if len(codes) != 1 or codes[0] != 250:
             raise AssertionError("the content was not answered")
 
 

@@ -17,13 +17,24 @@
 # Invariant: trio is imported only when --transport trio is asked for.
 from __future__ import annotations
 
+import asyncio
 import importlib
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO, TypeVar, cast
+from typing import Any, Protocol, TextIO, TypeVar
 
-from smtpbee import ClientSession, Extensions, LocalProtocolError, Reply, SendResult, TLSMode
+from smtpbee import (
+    ClientSession,
+    Extensions,
+    LocalProtocolError,
+    Reply,
+    SendResult,
+    TLSMode,
+    escape_text,
+    resolve_tls_mode,
+)
+from smtpbee.transports import TLSInfo, default_ssl_context
 
 from ._output import InputError, UsageError
 
@@ -75,18 +86,15 @@ def parse_server(text: str) -> tuple[str, int]:
 
 def resolve_tls(name: str | None, port: int) -> TLSMode:
     """The --tls mode; by default implicit TLS on port 465 and required STARTTLS elsewhere."""
-    if name is None:
-        return TLSMode.IMPLICIT if port == 465 else TLSMode.STARTTLS
-    return TLSMode(name)
+    return resolve_tls_mode(name, port)
 
 
 def ssl_context(cafile: str | None, insecure: bool) -> ssl.SSLContext:
-    """Verified TLS >= 1.2 (system roots, or only ``cafile``), or no verification at all."""
+    """The library's verifying context (system roots, or only ``cafile``), or no checks at all."""
     try:
-        context = ssl.create_default_context(cafile=cafile)
+        context = default_ssl_context(cafile)
     except (OSError, ssl.SSLError) as exc:
         raise InputError(f"--cafile {cafile}: cannot load it: {exc}") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -94,13 +102,15 @@ def ssl_context(cafile: str | None, insecure: bool) -> ssl.SSLContext:
 
 
 def transcript_printer(
-    stream: TextIO, states: bool, client: Callable[[], Any]
+    stream: TextIO, states: bool, client: Callable[[], Client]
 ) -> Callable[[str, str], None]:
     """A transcript callable printing ``C: ...`` / ``S: ...``, with the state if asked."""
 
     def write(direction: str, line: str) -> None:
-        if states:
-            state = client().session.conn.state
+        line = escape_text(line)
+        session = client().session
+        if states and session is not None:
+            state = session.conn.state
             print(f"{direction}: {line:<50} [{state.name}]", file=stream, flush=True)
         else:
             print(f"{direction}: {line}", file=stream, flush=True)
@@ -108,57 +118,120 @@ def transcript_printer(
     return write
 
 
+class _Blocking(Protocol):
+    """What the CLI uses of the blocking client."""
+
+    tls_info: TLSInfo | None
+
+    @property
+    def session(self) -> ClientSession: ...
+    @property
+    def usable(self) -> bool: ...
+    def connect(self) -> Extensions: ...
+    def login(
+        self, username: str, password: str, *, mechanism: str | None, allow_insecure: bool
+    ) -> Reply: ...
+    def sendmail(
+        self, sender: str, recipients: Sequence[str], body: Any, *, mail_options: dict[str, Any]
+    ) -> SendResult: ...
+    def quit(self) -> Reply: ...
+    def close(self) -> None: ...
+
+
+class _Async(Protocol):
+    """What the CLI uses of the asyncio and trio clients."""
+
+    tls_info: TLSInfo | None
+
+    @property
+    def session(self) -> ClientSession: ...
+    @property
+    def usable(self) -> bool: ...
+    def connect(self) -> Awaitable[Extensions]: ...
+    def login(
+        self, username: str, password: str, *, mechanism: str | None, allow_insecure: bool
+    ) -> Awaitable[Reply]: ...
+    def sendmail(
+        self, sender: str, recipients: Sequence[str], body: Any, *, mail_options: dict[str, Any]
+    ) -> Awaitable[SendResult]: ...
+    def quit(self) -> Awaitable[Reply]: ...
+    def close(self) -> Awaitable[None]: ...
+
+
 class Client:
-    """A transport's client behind one awaitable interface."""
+    """A transport's client behind one awaitable interface.
 
-    def __init__(self, inner: Any, blocking: bool) -> None:
-        self.inner = inner
+    The blocking client's methods return at once, so a coroutine written
+    against this class never suspends when it drives that one.
+    """
+
+    def __init__(self, blocking: _Blocking | None, async_client: _Async | None) -> None:
         self._blocking = blocking
-
-    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        result = getattr(self.inner, name)(*args, **kwargs)
-        return result if self._blocking else await result
+        self._async = async_client
+        inner = blocking or async_client
+        assert inner is not None
+        self.inner: _Blocking | _Async = inner
 
     async def connect(self) -> Extensions:
-        return cast(Extensions, await self._call("connect"))
+        if self._blocking is not None:
+            return self._blocking.connect()
+        assert self._async is not None
+        return await self._async.connect()
 
     async def login(
         self, user: str, password: str, *, mechanism: str | None, allow_insecure: bool
     ) -> Reply:
-        reply = await self._call(
-            "login", user, password, mechanism=mechanism, allow_insecure=allow_insecure
+        if self._blocking is not None:
+            return self._blocking.login(
+                user, password, mechanism=mechanism, allow_insecure=allow_insecure
+            )
+        assert self._async is not None
+        return await self._async.login(
+            user, password, mechanism=mechanism, allow_insecure=allow_insecure
         )
-        return cast(Reply, reply)
 
     async def sendmail(
         self, sender: str, recipients: list[str], body: Any, *, mail_options: dict[str, Any]
     ) -> SendResult:
-        result = await self._call("sendmail", sender, recipients, body, mail_options=mail_options)
-        return cast(SendResult, result)
+        if self._blocking is not None:
+            return self._blocking.sendmail(sender, recipients, body, mail_options=mail_options)
+        assert self._async is not None
+        return await self._async.sendmail(sender, recipients, body, mail_options=mail_options)
 
     async def quit(self) -> Reply:
-        return cast(Reply, await self._call("quit"))
+        if self._blocking is not None:
+            return self._blocking.quit()
+        assert self._async is not None
+        return await self._async.quit()
 
     async def close(self) -> None:
-        await self._call("close")
+        if self._blocking is not None:
+            self._blocking.close()
+        else:
+            assert self._async is not None
+            await self._async.close()
+
+    @property
+    def usable(self) -> bool:
+        return self.inner.usable
 
     @property
     def session(self) -> ClientSession | None:
         """The core ClientSession, or None before the connection was made."""
         try:
-            return cast(ClientSession, self.inner.session)
+            return self.inner.session
         except LocalProtocolError:
             return None
 
     @property
-    def tls_info(self) -> Any:
+    def tls_info(self) -> TLSInfo | None:
         return self.inner.tls_info
 
 
 _CLASSES = {
-    "sync": ("smtpbee.transports._sync", "SMTPClient"),
-    "asyncio": ("smtpbee.transports._asyncio", "AsyncSMTPClient"),
-    "trio": ("smtpbee.transports._trio", "TrioSMTPClient"),
+    "sync": ("smtpbee.transports.sync", "SMTPClient"),
+    "asyncio": ("smtpbee.transports.asyncio", "AsyncSMTPClient"),
+    "trio": ("smtpbee.transports.trio", "TrioSMTPClient"),
 }
 
 
@@ -181,22 +254,28 @@ def make_client(conn: Connection, transcript: Callable[[str, str], None] | None)
         local_hostname=conn.local_hostname,
         transcript=transcript,
     )
-    return Client(inner, blocking=conn.transport == "sync")
+    if conn.transport == "sync":
+        return Client(inner, None)
+    return Client(None, inner)
 
 
 def run(transport: str, job: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     """Run a coroutine written against Client on the transport's event loop (or none)."""
     if transport == "asyncio":
-        import asyncio
-
         return asyncio.run(job())
     if transport == "trio":
-        trio = importlib.import_module("trio")
-        return cast(_T, trio.run(job))
-    coroutine = job()
+        import trio
+
+        return trio.run(job)
+    results: list[_T] = []
+
+    async def blocking() -> None:
+        results.append(await job())
+
+    coroutine = blocking()
     try:
         coroutine.send(None)
-    except StopIteration as done:
-        return cast(_T, done.value)
+    except StopIteration:
+        return results[0]
     coroutine.close()
     raise RuntimeError("a blocking client suspended: the CLI awaited something else")

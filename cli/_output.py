@@ -31,10 +31,11 @@ from smtpbee import (
     SMTPTimeoutError,
     StartTLSInjectionError,
     TLSRequiredError,
+    TLSVerificationError,
     TransientReplyError,
     UnsupportedExtensionError,
+    escape_text,
 )
-from smtpbee.transports import TLSVerificationError
 
 __all__ = [
     "ExitCode",
@@ -124,18 +125,29 @@ def _kind_and_exit(exc: BaseException, *, during_auth: bool) -> tuple[str, ExitC
     raise exc
 
 
+def _text(exc: BaseException) -> str:
+    if isinstance(exc, InsecureAuthenticationError):
+        # The library's advice names its argument; here the option is what counts.
+        why = (
+            "the server's certificate was not verified (--insecure, or no --cafile for it)"
+            if exc.over == "unverified TLS"
+            else "the session is not encrypted"
+        )
+        return f"refusing AUTH: {why}; pass --allow-insecure-auth to send the password anyway"
+    return str(exc) or type(exc).__name__
+
+
 def classify(exc: BaseException, *, during_auth: bool = False) -> Failure:
     """The Failure for an expected error; anything else is re-raised (a bug)."""
     kind, exit_code = _kind_and_exit(exc, during_auth=during_auth)
     reply: Reply | None = getattr(exc, "reply", None)
-    text = str(exc) or type(exc).__name__
-    return Failure(exit_code, kind, reply.code if reply is not None else None, text)
+    return Failure(exit_code, kind, reply.code if reply is not None else None, _text(exc))
 
 
 def error_line(message: str, stream: TextIO | None = None) -> None:
     """Print one line, ``smtpbee: error: ...``, on stderr."""
     flat = " ".join(message.split())
-    print(f"smtpbee: error: {flat}", file=stream or sys.stderr, flush=True)
+    print(f"smtpbee: error: {escape_text(flat)}", file=stream or sys.stderr, flush=True)
 
 
 def reply_json(reply: Reply | None) -> dict[str, Any] | None:
@@ -150,7 +162,7 @@ def extensions_list(extensions: Extensions | None) -> list[str]:
     """Each advertised keyword with its parameters, e.g. ``"SIZE 10240000"``."""
     if extensions is None:
         return []
-    return [" ".join((kw, *params)) for kw, params in extensions.keywords.items()]
+    return [escape_text(" ".join((kw, *params))) for kw, params in extensions.keywords.items()]
 
 
 def tls_json(info: Any) -> dict[str, Any] | None:
@@ -166,5 +178,9 @@ def tls_json(info: Any) -> dict[str, Any] | None:
 
 
 def print_json(document: dict[str, Any], stream: TextIO | None = None) -> None:
-    """Print one JSON object on one line (stdout by default)."""
-    print(json.dumps(document, ensure_ascii=False), file=stream or sys.stdout, flush=True)
+    """Print one JSON object on one line (stdout by default).
+
+    ASCII only: a server's text may hold C1 controls or bidi overrides, which
+    a terminal would act on; as \\u escapes they are shown, losslessly.
+    """
+    print(json.dumps(document, ensure_ascii=True), file=stream or sys.stdout, flush=True)

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from smtpbee import Reply, SMTPError
+from smtpbee import Reply, SMTPError, escape_text
 
 from ._client import Client, Connection, make_client, run
 from ._output import (
@@ -78,7 +78,7 @@ async def probe(client: Client) -> Findings:
 def _report_text(conn: Connection, found: Findings) -> None:
     print(f"server      {conn.host}:{conn.port} (tls {conn.tls.value}, transport {conn.transport})")
     if found.greeting is not None:
-        lines = found.greeting.text.split("\n")
+        lines = [escape_text(line) for line in found.greeting.text.split("\n")]
         print(f"greeting    {found.greeting.code} {lines[0]}")
         for line in lines[1:]:
             print(f"            {line}")

@@ -329,7 +329,7 @@ async def deliver(client: Client, job: Prepared) -> Outcome:
         if isinstance(exc, ReplyError) and exc.phase.startswith("DATA"):
             outcome.data = exc.reply
         with contextlib.suppress(SMTPError, OSError):
-            if client.session is not None and client.inner.usable:
+            if client.session is not None and client.usable:
                 await client.quit()
     finally:
         await client.close()

@@ -15,9 +15,7 @@ and trio.
 from ._auth import (
     MECHANISMS,
     PASSWORD_MECHANISM_PREFERENCE,
-    AuthenticationIncomplete,
     CramMD5,
-    InvalidChallengeError,
     Login,
     OAuthBearer,
     Plain,
@@ -51,9 +49,11 @@ from ._connection import Connection
 from ._data import DataEncoder, LineEndingNormalizer, decode_data
 from ._errors import (
     AuthenticationError,
+    AuthenticationIncomplete,
     AuthenticationRejected,
     ConnectionLostError,
     InsecureAuthenticationError,
+    InvalidChallengeError,
     InvalidInputError,
     LocalProtocolError,
     MessageTooLargeError,
@@ -62,10 +62,12 @@ from ._errors import (
     ProtocolError,
     RemoteProtocolError,
     ReplyError,
+    SASLprepError,
     SMTPError,
     SMTPTimeoutError,
     StartTLSInjectionError,
     TLSRequiredError,
+    TLSVerificationError,
     TransientReplyError,
     UnsupportedExtensionError,
 )
@@ -74,6 +76,7 @@ from ._events import (
     PAUSED,
     AuthChallengeReceived,
     ConnectionClosed,
+    ContentRequested,
     Event,
     GreetingReceived,
     Phase,
@@ -83,11 +86,23 @@ from ._events import (
 from ._extensions import Extensions
 from ._procedures import ClientSession
 from ._receivebuffer import ReplyLimits
-from ._replies import EnhancedStatus, Reply, ReplyClass
-from ._requests import Procedure, PullBody, Read, Request, Timeouts, TLSMode, UpgradeTLS, Write
+from ._render import render_reply_matrix, render_state_machine
+from ._replies import EnhancedStatus, Reply, ReplyClass, escape_text
+from ._requests import (
+    Poll,
+    Procedure,
+    PullBody,
+    Read,
+    Request,
+    Timeouts,
+    TLSMode,
+    UpgradeTLS,
+    Write,
+    resolve_tls_mode,
+)
 from ._scram import ScramMechanism, ScramSHA1, ScramSHA256
-from ._state import State, Verb, render_state_machine
-from ._transaction import BodyInfo, MailJob, SendResult
+from ._state import ReplyKind, State, Trigger, Verb
+from ._transaction import BodyInfo, MailJob, SendResult, wants_smtputf8
 from ._validation import Mailbox, parse_mailbox, xtext_decode, xtext_encode
 
 __version__ = "0.1.0"
@@ -111,6 +126,7 @@ __all__ = [
     "Connection",
     "ConnectionClosed",
     "ConnectionLostError",
+    "ContentRequested",
     "CramMD5",
     "Data",
     "DataEncoder",
@@ -141,6 +157,7 @@ __all__ = [
     "PermanentReplyError",
     "Phase",
     "Plain",
+    "Poll",
     "Procedure",
     "ProtocolError",
     "PullBody",
@@ -151,11 +168,13 @@ __all__ = [
     "Reply",
     "ReplyClass",
     "ReplyError",
+    "ReplyKind",
     "ReplyLimits",
     "ReplyReceived",
     "Request",
     "Rset",
     "SASLMechanism",
+    "SASLprepError",
     "SMTPError",
     "SMTPTimeoutError",
     "ScramMechanism",
@@ -168,8 +187,10 @@ __all__ = [
     "State",
     "TLSMode",
     "TLSRequiredError",
+    "TLSVerificationError",
     "Timeouts",
     "TransientReplyError",
+    "Trigger",
     "UnsupportedExtensionError",
     "UpgradeTLS",
     "Verb",
@@ -178,8 +199,12 @@ __all__ = [
     "XOAuth2",
     "choose_mechanism",
     "decode_data",
+    "escape_text",
     "parse_mailbox",
+    "render_reply_matrix",
     "render_state_machine",
+    "resolve_tls_mode",
+    "wants_smtputf8",
     "xtext_decode",
     "xtext_encode",
 ]

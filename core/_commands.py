@@ -19,10 +19,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ._errors import InvalidInputError
 from ._state import Verb
@@ -34,10 +35,13 @@ from ._validation import (
     encode_domain,
     parse_mailbox,
     parse_reverse_path,
+    smtp_string,
     xtext_encode,
 )
 
 __all__ = [
+    "MAIL_OPTIONS",
+    "RCPT_OPTIONS",
     "Auth",
     "AuthCancel",
     "AuthResponse",
@@ -89,6 +93,8 @@ class Command:
 
     __slots__ = ()
     _VERB: ClassVar[Verb]
+    is_command_line: ClassVar[bool] = True
+    """Whether to_bytes() is one command line (bounded by RFC 5321 §4.5.3.1.4)."""
 
     @property
     def verb(self) -> Verb:
@@ -109,9 +115,17 @@ class Command:
         return False
 
 
-def _simple_line(verb: str, argument: str, smtputf8: bool) -> bytes:
-    line = f"{verb} {argument}\r\n" if argument else f"{verb}\r\n"
-    return line.encode("utf-8" if smtputf8 else "ascii")
+def _octets(value: object, what: str) -> bytes:
+    """value as bytes; bytearray and memoryview are copied, anything else refused.
+
+    Checked when the command is built, so a group never fails half-way
+    through encoding (send_all is all or nothing).
+    """
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise InvalidInputError(f"{what} must be bytes, not {type(value).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,10 +269,15 @@ class Mail(_PathCommand):
             raise InvalidInputError(f"BODY must be 7BIT, 8BITMIME or BINARYMIME, not {self.body!r}")
         if self.ret not in (None, "FULL", "HDRS"):
             raise InvalidInputError(f"RET must be FULL or HDRS, not {self.ret!r}")
+        # An empty value would go out as "ENVID=", which esmtp-value forbids.
         if self.envid is not None:
             check_text(self.envid, "ENVID")
+            if not self.envid:
+                raise InvalidInputError("ENVID must not be empty")
         if self.auth is not None:
             check_text(self.auth, "AUTH=")
+            if not self.auth:
+                raise InvalidInputError('AUTH= must not be empty (use "<>" for no submitter)')
         # type() rather than isinstance(): True and 1.0 are no priorities.
         if self.mt_priority is not None and (
             type(self.mt_priority) is not int or self.mt_priority not in _MT_PRIORITY_RANGE
@@ -353,6 +372,8 @@ class Rcpt(_PathCommand):
             object.__setattr__(self, "notify", conditions)
         if self.orcpt is not None:
             check_text(self.orcpt, "ORCPT")
+            if not self.orcpt:
+                raise InvalidInputError("ORCPT must not be empty")
         object.__setattr__(self, "extra", _frozen_extra(self.extra, _RCPT_KEYWORDS))
 
     @property
@@ -380,6 +401,17 @@ class Rcpt(_PathCommand):
         return f"RCPT TO:<{self.mailbox}>{_render_parameters(params) if params else ''}\r\n"
 
 
+def _options(command: type[Any], path: str) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(command) if f.init and f.name != path)
+
+
+MAIL_OPTIONS = _options(Mail, "sender")
+"""The keyword arguments of Mail besides the sender (what ``mail_options`` may hold)."""
+
+RCPT_OPTIONS = _options(Rcpt, "recipient")
+"""The keyword arguments of Rcpt besides the recipient (what ``rcpt_options`` may hold)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Data(Command):
     """``DATA``: ask to send the content; the server answers 354."""
@@ -401,6 +433,9 @@ class MessageData(Command):
 
     _VERB: ClassVar[Verb] = Verb.MESSAGE_DATA
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", _octets(self.data, "message content"))
+
     def transcript_line(self) -> str:
         return f"<{len(self.data)} octets of content>"
 
@@ -421,6 +456,11 @@ class Bdat(Command):
 
     data: bytes = field(repr=False)
     last: bool = False
+
+    is_command_line: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", _octets(self.data, "a BDAT chunk"))
 
     @property
     def verb(self) -> Verb:
@@ -447,19 +487,32 @@ class Rset(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class _TextCommand(Command):
-    """A command whose one argument is free text: NOOP, VRFY, EXPN, HELP."""
+class _StringCommand(Command):
+    """A command whose one argument is an RFC 5321 String: NOOP, VRFY, EXPN, HELP.
+
+    The argument is sent as an Atom when it is one, else as a Quoted-string
+    (§4.1.1.6-9), so it can never add a parameter of its own.
+    """
 
     argument: str = ""
     _ARGUMENT_REQUIRED: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        check_text(self.argument, f"{self._VERB.value} argument")
+        what = f"{self._VERB.value} argument"
         if self._ARGUMENT_REQUIRED and not self.argument.strip():
             raise InvalidInputError(f"{self._VERB.value} needs an argument")
+        smtp_string(self.argument, what)  # checks it before anything is rendered
+
+    def _parameters(self) -> str:
+        return ""
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
-        return _simple_line(self._VERB.value, self.argument, smtputf8)
+        verb = self._VERB.value
+        if self.argument:
+            line = f"{verb} {smtp_string(self.argument, verb)}{self._parameters()}\r\n"
+        else:
+            line = f"{verb}\r\n"
+        return line.encode("utf-8" if smtputf8 else "ascii")
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -467,31 +520,44 @@ class _TextCommand(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Noop(_TextCommand):
-    """``NOOP [string]``: ask the server to say 250."""
+class Noop(_StringCommand):
+    """``NOOP [String]``: ask the server to say 250."""
 
     _VERB: ClassVar[Verb] = Verb.NOOP
 
 
 @dataclass(frozen=True, slots=True)
-class Vrfy(_TextCommand):
-    """``VRFY string``: ask whether a user or mailbox exists."""
+class _LookupCommand(_StringCommand):
+    """VRFY and EXPN: a String, and the SMTPUTF8 parameter on request (RFC 6531 §3.7.4)."""
+
+    smtputf8: bool = False
+    _ARGUMENT_REQUIRED: ClassVar[bool] = True
+
+    def _parameters(self) -> str:
+        return " SMTPUTF8" if self.smtputf8 else ""
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return self.smtputf8 or not self.argument.isascii()
+
+
+@dataclass(frozen=True, slots=True)
+class Vrfy(_LookupCommand):
+    """``VRFY String [SMTPUTF8]``: ask whether a user or mailbox exists."""
 
     _VERB: ClassVar[Verb] = Verb.VRFY
-    _ARGUMENT_REQUIRED: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
-class Expn(_TextCommand):
-    """``EXPN string``: ask for the members of a mailing list."""
+class Expn(_LookupCommand):
+    """``EXPN String [SMTPUTF8]``: ask for the members of a mailing list."""
 
     _VERB: ClassVar[Verb] = Verb.EXPN
-    _ARGUMENT_REQUIRED: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
-class Help(_TextCommand):
-    """``HELP [topic]``."""
+class Help(_StringCommand):
+    """``HELP [String]``."""
 
     _VERB: ClassVar[Verb] = Verb.HELP
 
@@ -534,6 +600,9 @@ class Auth(Command):
     def __post_init__(self) -> None:
         check_esmtp_keyword(self.mechanism)
         object.__setattr__(self, "mechanism", self.mechanism.upper())
+        if self.initial_response is not None:
+            response = _octets(self.initial_response, "an AUTH initial response")
+            object.__setattr__(self, "initial_response", response)
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         line = b"AUTH " + self.mechanism.encode("ascii")
@@ -557,6 +626,10 @@ class AuthResponse(Command):
 
     data: bytes = field(repr=False)
     _VERB: ClassVar[Verb] = Verb.AUTH_RESPONSE
+    is_command_line: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", _octets(self.data, "an AUTH response"))
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         return base64.b64encode(self.data) + b"\r\n"
@@ -569,7 +642,7 @@ class AuthResponse(Command):
 class AuthCancel(Command):
     """``*``: abandon the AUTH exchange; the server answers 501."""
 
-    _VERB: ClassVar[Verb] = Verb.AUTH_RESPONSE
+    _VERB: ClassVar[Verb] = Verb.AUTH_CANCEL
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         return b"*\r\n"

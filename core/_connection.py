@@ -12,29 +12,32 @@
 #
 # The connection never writes on its own: HELO after a refused EHLO, RSET after
 # a failure, the answer to an AUTH challenge — all are the caller's decisions
-# (the session procedures in _procedures.py make the usual ones).
+# (the session procedures in _session.py make the usual ones).
+#
+# It decides nothing itself: it interprets the declarations of _state (what
+# each reply code means for each command, which trigger it fires, which
+# commands end a pipelined group) and of _offers (what the server's offer
+# allows), compiled at import into the lookups below.
 #
 # Two views of the state. ``state`` is what the server has confirmed. The
 # *projection* is the state the session will reach if every command still
 # awaiting a reply succeeds; ``send`` checks legality against it, which is what
 # makes pipelining (RFC 2920) natural: MAIL, RCPT, RCPT, DATA each fit the
-# state the previous one projects. A success reply does not move the
-# projection; a refusal recomputes it from the confirmed state and the commands
-# still pending, and when those no longer fit (MAIL refused, RCPTs pipelined
-# behind it) the projection is unknown and nothing new may be sent until the
-# pending replies have drained.
+# state the previous one projects. A success does not move the projection; a
+# refusal recomputes it from the confirmed state and the commands still
+# pending, and when those no longer fit (MAIL refused, RCPTs pipelined behind
+# it) the projection is unknown and nothing new may be sent until the pending
+# replies have drained.
 #
-# Replies are matched to the pending commands strictly in order. Each reply is
-# judged against the command it answers (RFC 5321 §4.3.2, by first digit): a
-# 3xx is only meaningful after DATA and during AUTH; a 421 answers anything and
-# means the server is closing; any other 4xx/5xx is an ordinary event. A reply
-# whose state change the table does not know (a 250 to RCPT after MAIL was
-# refused) is a remote protocol error.
+# Replies are matched to the pending commands strictly in order, and only to
+# commands sent before they arrived: bytes buffered while nothing is pending
+# are refused before a new command is produced (they would answer it), except
+# a 421, which may come at any time and is left for next_event().
 #
-# Failure is absorbing: a RemoteProtocolError from next_event, or send_failed()
-# from the transport, moves the session to ERROR and nothing more can be sent
-# or received, so a late reply can never be paired with a later command. A
-# LocalProtocolError from send leaves everything as it was.
+# Failure is absorbing: a RemoteProtocolError from next_event or send, or
+# send_failed() from the caller, moves the session to ERROR and nothing more
+# can be sent or received, so a late reply can never be paired with a later
+# command. A LocalProtocolError from send leaves everything as it was.
 from __future__ import annotations
 
 import base64
@@ -42,115 +45,115 @@ import binascii
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from ._commands import (
-    Auth,
-    AuthResponse,
-    Bdat,
-    Command,
-    Data,
-    EndOfData,
-    Mail,
-    MessageData,
-    Quit,
-    Rcpt,
-    Rset,
-    StartTLS,
-)
+from ._commands import Bdat, Command, Ehlo, Helo, Lhlo, Mail, MessageData, Rcpt
 from ._data import DataEncoder
-from ._errors import (
-    LocalProtocolError,
-    RemoteProtocolError,
-    StartTLSInjectionError,
-    UnsupportedExtensionError,
-)
+from ._errors import LocalProtocolError, RemoteProtocolError, StartTLSInjectionError
 from ._events import (
     NEED_DATA,
     PAUSED,
     AuthChallengeReceived,
     ConnectionClosed,
+    ContentRequested,
     Event,
     GreetingReceived,
-    Phase,
     ReplyReceived,
     Sentinel,
 )
 from ._extensions import EMPTY_EXTENSIONS, Extensions
-from ._offers import check_auth, check_content, check_mail, check_rcpt, offer_problem
+from ._offers import ARGUMENT_CHECKS, VERB_CHECKS, SessionFacts
 from ._receivebuffer import ReplyLimits, ReplyReader
+from ._render import trigger_label
 from ._replies import Reply
-from ._state import ALLOWED_COMMANDS, SUCCESS_TRIGGERS, TRANSITIONS, State, Trigger, Verb
+from ._state import (
+    ALLOWED_COMMANDS,
+    GREETING_RULE,
+    REPLY_RULES,
+    TRANSITIONS,
+    Phase,
+    ReplyCell,
+    ReplyKind,
+    State,
+    Trigger,
+    Verb,
+    compile_reply_cells,
+)
 from ._validation import check_command_line
 
 __all__ = ["Connection"]
 
-_V = Verb
-
 # Reading an enum member through its class costs several times a global lookup
-# (EnumType defines __getattr__, which puts every attribute lookup on the class
-# on a slow path), so the per-command and per-reply paths use these names.
+# (EnumType defines __getattr__), so the per-command and per-reply paths use
+# these names.
 _ERROR = State.ERROR
 _CLOSED = State.CLOSED
 _GREETING = State.GREETING
 _TLS_HANDSHAKE = State.TLS_HANDSHAKE
-_EHLO = _V.EHLO
-_HELO = _V.HELO
-_LHLO = _V.LHLO
-_MAIL = _V.MAIL
-_DATA = _V.DATA
-_END_OF_DATA = _V.END_OF_DATA
-_STARTTLS = _V.STARTTLS
+_SUCCESS = ReplyKind.SUCCESS
+_CLOSING = ReplyKind.CLOSING
+_INTERMEDIATE = ReplyKind.INTERMEDIATE
+_VIOLATION = ReplyKind.VIOLATION
+_DATA_ACCEPTED = Trigger.DATA_ACCEPTED
+_SERVICE_CLOSING = Trigger.SERVICE_CLOSING
+_MESSAGE_DATA = Verb.MESSAGE_DATA
+_END_OF_DATA = Verb.END_OF_DATA
+_STARTTLS = Verb.STARTTLS
+_MAIL = Verb.MAIL
+_RCPT = Verb.RCPT
+_AUTH_VERBS = frozenset({Verb.AUTH, Verb.AUTH_RESPONSE})
+# The verbs whose success teaches something beyond the state (see _learn).
+_LEARNING = frozenset({Verb.EHLO, Verb.HELO, Verb.LHLO, Verb.AUTH, Verb.AUTH_RESPONSE, _STARTTLS})
 
-# RFC 2920 §3.1: these must end a pipelined group, since what may follow
-# depends on their outcome; so must anything not named as pipelinable.
-_PIPELINABLE = frozenset(
-    {_V.MAIL, _V.RCPT, _V.RSET, _V.BDAT, _V.BDAT_LAST, _V.END_OF_DATA, _V.MESSAGE_DATA}
-)
-
-_PHASES = {
-    _V.MAIL: Phase.MAIL,
-    _V.RCPT: Phase.RCPT,
-    _V.DATA: Phase.DATA_INITIATION,
-    _V.BDAT: Phase.DATA_BLOCK,
-    _V.BDAT_LAST: Phase.DATA_TERMINATION,
-    _V.END_OF_DATA: Phase.DATA_TERMINATION,
+# The declarations, compiled: one lookup per reply and per command. Plain
+# dicts: a lookup through a read-only mappingproxy costs twice as much.
+_TRANSITIONS = dict(TRANSITIONS)
+_VERB_CHECKS = dict(VERB_CHECKS)
+_ARGUMENT_CHECKS = dict(ARGUMENT_CHECKS)
+_CELLS: Mapping[Verb, Mapping[int, ReplyCell]] = {
+    verb: compile_reply_cells(rule) for verb, rule in REPLY_RULES.items()
 }
-
-_HELLO_VERBS = frozenset({_V.EHLO, _V.HELO, _V.LHLO})
-_AUTH_VERBS = frozenset({_V.AUTH, _V.AUTH_RESPONSE})
-_CONTENT_END_VERBS = frozenset({_V.END_OF_DATA, _V.BDAT_LAST})
-# The only 3xx replies that mean anything: 354 to DATA, 334 during AUTH.
-_INTERMEDIATE_CODES = {_V.DATA: 354, _V.AUTH: 334, _V.AUTH_RESPONSE: 334}
+_GREETING_CELLS = compile_reply_cells(GREETING_RULE)
+_ENDS_GROUP = frozenset(verb for verb, rule in REPLY_RULES.items() if rule.ends_group)
+_PHASES = {verb: rule.phase for verb, rule in REPLY_RULES.items()}
+_LMTP_FINAL = {verb: rule.lmtp_final for verb, rule in REPLY_RULES.items() if rule.lmtp_final}
 # Commands after which no transaction is being written any more.
-_ENDS_SENT_MAIL = _CONTENT_END_VERBS | _HELLO_VERBS | {_V.RSET}
-# Exact command classes with no argument to check: _admit skips its chain of
-# isinstance() tests for them (a subclass still goes through it).
-_NOTHING_TO_CHECK = frozenset({Data, EndOfData, Rset, Quit, StartTLS})
-# The verbs whose legality depends on what the server offers or on the
-# session's mode (see _offer_problem); every other verb needs only the state.
-_OFFER_DEPENDENT = frozenset(
-    {_V.EHLO, _V.HELO, _V.LHLO, _V.STARTTLS, _V.AUTH, _V.BDAT, _V.BDAT_LAST, _V.DATA}
+_ENDS_SENT_MAIL = frozenset(
+    {Verb.END_OF_DATA, Verb.BDAT_LAST, Verb.EHLO, Verb.HELO, Verb.LHLO, Verb.RSET}
 )
 
-# (state, verb) -> the state a success reply to that verb leads to, derived
-# from the two tables in _state.py so that they stay the one source of truth:
-# one lookup per command on the hot paths instead of two.
-_AFTER_SUCCESS: Mapping[tuple[State, Verb], State] = {
-    (state, verb): TRANSITIONS[state, trigger]
+
+def _going_ahead(verb: Verb) -> Trigger | None:
+    """The trigger a command fires when the server goes ahead with it.
+
+    Its success, or for DATA the 354 that lets the content follow.
+    """
+    rule = REPLY_RULES[verb]
+    triggers = {t for t in rule.success.values() if t} or set(rule.intermediate.values())
+    assert len(triggers) <= 1, f"{verb}: going ahead must lead to one state"
+    return triggers.pop() if triggers else None
+
+
+# (state, verb) -> the state the server going ahead with verb leads to (None
+# where the table has no way there): what the pipelining projection assumes.
+_GOING_AHEAD = {verb: _going_ahead(verb) for verb in REPLY_RULES}
+_AFTER_SUCCESS: Mapping[tuple[State, Verb], State | None] = {
+    (state, verb): state if trigger is None else TRANSITIONS.get((state, trigger))
     for state in State
-    for verb, trigger in SUCCESS_TRIGGERS.items()
-    if (state, trigger) in TRANSITIONS
+    for verb, trigger in _GOING_AHEAD.items()
 }
 
 
 class _PendingReply:
     """A command waiting for its reply (or, with LMTP, its replies)."""
 
-    __slots__ = ("command", "replies_left", "verb")
+    __slots__ = ("cells", "command", "line_limit", "replies_left", "verb")
 
-    def __init__(self, command: Command, verb: Verb) -> None:
+    def __init__(self, command: Command, verb: Verb, line_limit: int) -> None:
         self.command = command
         # Asked once: Command.verb is a property, and every reply consults it.
         self.verb = verb
+        self.cells = _CELLS[verb]
+        # The longest reply line allowed: an AUTH challenge may be longer.
+        self.line_limit = line_limit
         self.replies_left: int | None = None
 
 
@@ -176,14 +179,9 @@ class Connection:
         self._projected: State | None = State.GREETING
         self._pending: deque[_PendingReply] = deque()
         self._eof = False
-        self._tls = tls
-        self._set_extensions(EMPTY_EXTENSIONS)
+        self._facts = SessionFacts(lmtp=lmtp, tls=tls)
         self._esmtp = False
-        self._authenticated = False
-        # Send side: the transaction being written (may run ahead of replies).
-        self._sent_mail: Mail | None = None
         self._encoder: DataEncoder | None = None
-        self._content_octets = 0
         # Reply side: recipients the server accepted in the current transaction.
         self._accepted: list[str] = []
         self._accepted_for_content: list[str] = []
@@ -200,12 +198,12 @@ class Connection:
     @property
     def extensions(self) -> Extensions:
         """What the server advertised in its last EHLO/LHLO reply (empty after HELO)."""
-        return self._extensions
+        return self._facts.extensions
 
     @property
     def tls_active(self) -> bool:
         """Whether the connection is encrypted (implicit TLS or after STARTTLS)."""
-        return self._tls
+        return self._facts.tls
 
     @property
     def esmtp(self) -> bool:
@@ -215,12 +213,17 @@ class Connection:
     @property
     def authenticated(self) -> bool:
         """Whether AUTH succeeded in this session."""
-        return self._authenticated
+        return self._facts.authenticated
 
     @property
     def pipelining(self) -> bool:
         """Whether several commands may be sent before their replies."""
-        return self.lmtp or self._offers_pipelining
+        return self._facts.pipelining
+
+    @property
+    def open(self) -> bool:
+        """Whether the session can still take commands (not closing, closed or failed)."""
+        return self._state not in (State.CLOSING, _CLOSED, _ERROR)
 
     @property
     def pending(self) -> tuple[Command, ...]:
@@ -229,7 +232,7 @@ class Connection:
 
     @property
     def accepted_recipients(self) -> tuple[str, ...]:
-        """Recipients the server accepted in the current mail transaction."""
+        """Recipients the server accepted in the current (or last) mail transaction."""
         return tuple(self._accepted)
 
     @property
@@ -239,7 +242,12 @@ class Connection:
             return Phase.GREETING
         if not self._pending:
             return None
-        return _PHASES.get(self._pending[0].verb, Phase.COMMAND)
+        return _PHASES[self._pending[0].verb]
+
+    @property
+    def unread(self) -> bool:
+        """Whether bytes from the server are held that no event has reported yet."""
+        return self._reader.buffered > 0
 
     def allowed_commands(self) -> frozenset[Verb]:
         """The verbs that can be sent right now."""
@@ -269,24 +277,16 @@ class Connection:
             )
         if self._pending:
             last = self._pending[-1].verb
-            if not (self.lmtp or self._offers_pipelining):
+            if not self._facts.pipelining:
                 return LocalProtocolError(
                     f"the server does not offer PIPELINING: wait for the reply to {last.value}"
                 )
-            if last not in _PIPELINABLE:
+            if last in _ENDS_GROUP:
                 return LocalProtocolError(
                     f"{last.value} ends a pipelined group: wait for its reply"
                 )
-        if verb not in _OFFER_DEPENDENT:
-            return None
-        return offer_problem(
-            verb,
-            self._extensions,
-            lmtp=self.lmtp,
-            tls=self._tls,
-            authenticated=self._authenticated,
-            sent_mail=self._sent_mail,
-        )
+        check = _VERB_CHECKS.get(verb)
+        return None if check is None else check(self._facts)
 
     # ------------------------------------------------------------------
     # Commands in, bytes out
@@ -298,6 +298,9 @@ class Connection:
         Raises:
             LocalProtocolError: (or a subclass) if the command is not legal now
                 or not offered by the server; nothing changes.
+            RemoteProtocolError: the server sent a reply nothing asked for,
+                which would be taken as this command's answer; the session
+                is over (state ERROR) and nothing is produced.
         """
         data = self._admit(command)
         return self._encode(command) if data is None else data
@@ -312,13 +315,14 @@ class Connection:
             # One command is already all-or-nothing.
             return self.send(commands[0])
         pending = len(self._pending)
-        saved = (self._projected, self._sent_mail, self._content_octets)
+        facts = self._facts
+        saved = (self._projected, facts.sent_mail, facts.content_octets)
         try:
             admitted = [self._admit(command) for command in commands]
         except LocalProtocolError:
             while len(self._pending) > pending:
                 self._pending.pop()
-            self._projected, self._sent_mail, self._content_octets = saved
+            self._projected, facts.sent_mail, facts.content_octets = saved
             raise
         # The content is encoded only now that the whole group is admitted: the
         # encoder remembers where a line starts, and content encoded for a
@@ -343,30 +347,42 @@ class Connection:
         problem = self._problem(verb)
         if problem is not None:
             raise problem
-        if type(command) in _NOTHING_TO_CHECK:
-            pass
-        elif isinstance(command, MessageData):
-            self._admit_content(command.data)
-            return None
-        elif isinstance(command, Mail):
-            check_mail(command, self._extensions, tls=self._tls, size_limit=self._size_limit)
-        elif isinstance(command, Rcpt):
-            check_rcpt(command, self._extensions, sent_mail=self._sent_mail)
-        elif isinstance(command, Auth):
-            check_auth(command, self._extensions)
-        elif isinstance(command, Bdat):
-            self._check_chunk(command.data)
-        elif command.needs_smtputf8 and not self._offers_smtputf8:
-            raise UnsupportedExtensionError(
-                f"{verb.value} with a non-ASCII argument needs SMTPUTF8,"
-                " which the server does not offer"
+        if not self._pending and self._reader.buffered:
+            self._refuse_unsolicited()
+        if verb is _MESSAGE_DATA and not self._accepted_for_content:
+            raise LocalProtocolError(
+                "no recipient was accepted: end the content at once (EndOfData) and RSET"
             )
+        check = _ARGUMENT_CHECKS.get(verb)
+        if check is not None:
+            check(self._facts, command)
+        if verb is _MESSAGE_DATA:
+            assert isinstance(command, MessageData)
+            self._facts.content_octets += len(command.data)
+            return None
         if verb is _END_OF_DATA:
             self._record_sent(command, verb)
             return None
-        data = self._serialize(command)
+        data = command.to_bytes(smtputf8=self._facts.smtputf8)
+        # The checks before this one refused every non-ASCII argument that
+        # SMTPUTF8 does not cover, so the encoding could not fail; the line
+        # limit covers command lines, not content or SASL responses.
+        if command.is_command_line:
+            check_command_line(data)
         self._record_sent(command, verb)
         return data
+
+    def _refuse_unsolicited(self) -> None:
+        if b"421".startswith(self._reader.peek(3)):
+            raise LocalProtocolError(
+                "the server sent a reply (421: closing?) that nothing asked for:"
+                " read it with next_event() first"
+            )
+        self._fail()
+        raise RemoteProtocolError(
+            "the server sent a reply nothing asked for; it would have been taken"
+            " as the answer to the next command"
+        )
 
     def _encode(self, command: Command) -> bytes:
         """The bytes of admitted content: a piece of it, or its end."""
@@ -376,60 +392,49 @@ class Connection:
             return encoder.encode(command.data)
         return encoder.end()
 
-    def _serialize(self, command: Command) -> bytes:
-        # The checks before this one refused every non-ASCII argument that
-        # SMTPUTF8 does not cover, so the encoding cannot fail.
-        data = command.to_bytes(smtputf8=self._offers_smtputf8)
-        if not isinstance(command, (Bdat, AuthResponse)):
-            check_command_line(data)
-        return data
-
     def _record_sent(self, command: Command, verb: Verb) -> None:
-        self._pending.append(_PendingReply(command, verb))
-        if isinstance(command, Mail):
-            self._sent_mail = command
-            self._content_octets = 0
+        limits = self._limits
+        line_limit = limits.max_auth_challenge if verb in _AUTH_VERBS else limits.max_line_length
+        self._pending.append(_PendingReply(command, verb, line_limit))
+        facts = self._facts
+        if verb is _MAIL:
+            assert isinstance(command, Mail)
+            facts.sent_mail = command
+            facts.content_octets = 0
         elif isinstance(command, Bdat):
-            self._content_octets += len(command.data)
+            facts.content_octets += len(command.data)
         if verb in _ENDS_SENT_MAIL:
-            self._sent_mail = None
-        if verb in SUCCESS_TRIGGERS and self._projected is not None:
-            self._projected = _AFTER_SUCCESS.get((self._projected, verb))
-
-    def _check_chunk(self, data: bytes) -> None:
-        check_content(
-            data,
-            sent_mail=self._sent_mail,
-            octets_so_far=self._content_octets,
-            size_limit=self._size_limit,
-        )
-
-    def _admit_content(self, data: bytes) -> None:
-        if not self._accepted_for_content:
-            raise LocalProtocolError(
-                "no recipient was accepted: end the content at once (EndOfData) and RSET"
-            )
-        self._check_chunk(data)
-        self._content_octets += len(data)
+            facts.sent_mail = None
+        projected = self._projected
+        assert projected is not None, "_problem() refuses commands while it is unknown"
+        self._projected = _AFTER_SUCCESS[projected, verb]
 
     def tls_established(self) -> None:
         """Tell the connection that the TLS handshake after STARTTLS succeeded.
 
         Everything learned before is forgotten (RFC 3207 §4.2): the extensions
         must be asked for again with EHLO.
+
+        Raises:
+            LocalProtocolError: no handshake is due, or the server closed the
+                connection (next_event() reports it).
+            StartTLSInjectionError: bytes arrived before the handshake.
         """
-        if self._state is not State.TLS_HANDSHAKE:
+        if self._state is not _TLS_HANDSHAKE:
             raise LocalProtocolError(f"no TLS handshake is due in state {self._state.name}")
         if self._reader.buffered:
             self._fail()
             raise StartTLSInjectionError(
                 "data arrived before the TLS handshake: possible STARTTLS response injection"
             )
+        if self._eof:
+            raise LocalProtocolError("the server closed the connection: no handshake was done")
         self._fire(Trigger.TLS_ESTABLISHED)
-        self._tls = True
-        self._set_extensions(EMPTY_EXTENSIONS)
+        facts = self._facts
+        facts.tls = True
+        facts.set_extensions(EMPTY_EXTENSIONS)
+        facts.authenticated = False
         self._esmtp = False
-        self._authenticated = False
         self._projected = self._state
 
     def send_failed(self) -> None:
@@ -477,36 +482,70 @@ class Connection:
             raise
 
     def _next_event(self) -> Event | Sentinel:
+        pending = self._pending
         if self._state is _TLS_HANDSHAKE:
             if self._reader.buffered:
                 raise StartTLSInjectionError(
                     "data arrived before the TLS handshake: possible STARTTLS response injection"
                 )
-            return PAUSED
-        head = self._pending[0] if self._pending else None
-        line_limit = (
-            self._limits.max_auth_challenge
-            if head is not None and head.verb in _AUTH_VERBS
-            else self._limits.max_line_length
-        )
+            return self._closed() if self._eof else PAUSED
+        head = pending[0] if pending else None
+        line_limit = self._limits.max_line_length if head is None else head.line_limit
         if line_limit != self._line_limit:
             self._reader.line_limit = self._line_limit = line_limit
         reply = self._reader.next_reply()
         if reply is None:
-            if self._eof:
-                return self._closed()
-            return NEED_DATA
+            return self._closed() if self._eof else NEED_DATA
         if self._state is _GREETING:
             return self._greeting(reply)
-        if reply.code == 421:
-            unanswered = head.command if head is not None else None
-            self._pending.clear()
-            self._fire(Trigger.SERVICE_CLOSING)
-            self._projected = self._state
-            return ReplyReceived(command=unanswered, reply=reply)
         if head is None:
-            raise RemoteProtocolError(f"reply {reply.code} arrived with no command pending")
-        return self._answer(head, reply)
+            if reply.code == 421:
+                return self._closing(None, reply)
+            raise RemoteProtocolError(f"the server sent a reply ({reply.code}) nothing asked for")
+        cell = head.cells[reply.code]
+        kind = cell.kind
+        if kind is _CLOSING:
+            return self._closing(head.command, reply)
+        if kind is _VIOLATION:
+            rule = REPLY_RULES[head.verb]
+            raise RemoteProtocolError(
+                f"{reply.code} is not a valid reply to {head.verb.value} ({rule.source})"
+            )
+        verb = head.verb
+        if self.lmtp and verb in _LMTP_FINAL:
+            return self._lmtp_content_reply(head, reply, cell)
+        pending.popleft()
+        if kind is _SUCCESS:
+            # The common case, kept short: a success follows the projection,
+            # so the projection stands.
+            trigger = cell.trigger
+            if trigger is not None:
+                new_state = _TRANSITIONS.get((self._state, trigger))
+                if new_state is None:
+                    self._fire(trigger)  # raises, naming the trigger and the state
+                else:
+                    self._state = new_state
+            command = head.command
+            if verb is _RCPT:
+                assert isinstance(command, Rcpt)
+                self._accepted.append(str(command.mailbox))
+            elif verb is _MAIL:
+                self._accepted = []
+            elif verb in _LEARNING:
+                self._learn(command, verb, reply)
+            return ReplyReceived(command=command, reply=reply, kind=kind)
+        trigger = cell.trigger
+        if trigger is not None:
+            self._fire(trigger)
+        self._projected = self._project()
+        if kind is _INTERMEDIATE:
+            if trigger is _DATA_ACCEPTED:
+                self._encoder = DataEncoder()
+                self._accepted_for_content = list(self._accepted)
+                self._facts.content_octets = 0
+                return ContentRequested(command=head.command, reply=reply)
+            return AuthChallengeReceived(reply=reply, challenge=_decode_challenge(reply))
+        return ReplyReceived(command=head.command, reply=reply, kind=kind)
 
     def _closed(self) -> ConnectionClosed:
         unanswered = self.pending
@@ -516,126 +555,74 @@ class Connection:
         self._projected = self._state
         return ConnectionClosed(unanswered=unanswered, partial_reply=partial)
 
-    def _greeting(self, reply: Reply) -> GreetingReceived:
-        if reply.code == 220:
-            self._fire(Trigger.GREETING_ACCEPTED)
-        elif reply.code == 421 or reply.is_transient:
-            self._fire(Trigger.SERVICE_CLOSING)
-        elif reply.is_permanent:
-            self._fire(Trigger.GREETING_REFUSED)
-        else:
-            raise RemoteProtocolError(f"the greeting must be 220 or 554, not {reply.code}")
+    def _closing(self, unanswered: Command | None, reply: Reply) -> ReplyReceived:
+        self._pending.clear()
+        self._fire(_SERVICE_CLOSING)
         self._projected = self._state
-        return GreetingReceived(reply=reply)
+        return ReplyReceived(command=unanswered, reply=reply, kind=_CLOSING)
 
-    def _answer(self, head: _PendingReply, reply: Reply) -> Event:
-        command = head.command
-        verb = head.verb
-        code = reply.code
-        if 300 <= code < 400 and code != _INTERMEDIATE_CODES.get(verb):
-            raise RemoteProtocolError(f"{code} is not a valid reply to {verb.value}")
-        if verb in _CONTENT_END_VERBS and self.lmtp:
-            return self._lmtp_content_reply(head, reply)
-        self._pending.popleft()
-        if 200 <= code < 300:
-            # The common case, kept short: a success follows the projection,
-            # so the projection stands.
-            self._succeeded(command, verb, reply)
-            return ReplyReceived(command=command, reply=reply)
-        trigger = self._trigger_for(verb, reply)
-        if trigger is not None:
-            self._fire(trigger)
-        if verb is _DATA and code < 400:
-            self._encoder = DataEncoder()
-            self._accepted_for_content = list(self._accepted)
-            self._content_octets = 0
-        self._projected = self._project()
-        if code < 400 and verb is not _DATA:
-            return AuthChallengeReceived(reply=reply, challenge=_decode_challenge(reply))
-        return ReplyReceived(command=command, reply=reply)
+    def _greeting(self, reply: Reply) -> GreetingReceived:
+        cell = _GREETING_CELLS[reply.code]
+        if cell.trigger is None:
+            raise RemoteProtocolError(
+                f"the greeting must be 220 (or 554, or 421), not {reply.code}"
+            )
+        self._fire(cell.trigger)
+        self._projected = self._state
+        return GreetingReceived(reply=reply, kind=cell.kind)
 
-    def _succeeded(self, command: Command, verb: Verb, reply: Reply) -> None:
-        """Apply a 2xx reply to command: the state it leads to, what it teaches."""
-        if verb is _DATA:
-            raise RemoteProtocolError(f"{reply.code} to DATA: the server must say 354 first")
-        if verb in SUCCESS_TRIGGERS:
-            new_state = _AFTER_SUCCESS.get((self._state, verb))
-            if new_state is None:
-                self._fire(SUCCESS_TRIGGERS[verb])  # raises, naming the trigger
-            else:
-                self._state = new_state
-        if verb in (_EHLO, _LHLO):
-            self._set_extensions(Extensions.from_reply(reply))
+    def _learn(self, command: Command, verb: Verb, reply: Reply) -> None:
+        """What a success to EHLO, LHLO, HELO, AUTH or STARTTLS teaches beyond the state."""
+        facts = self._facts
+        if isinstance(command, (Ehlo, Lhlo)):
+            facts.set_extensions(Extensions.from_reply(reply))
             self._esmtp = True
-        elif verb is _HELO:
-            self._set_extensions(EMPTY_EXTENSIONS)
+        elif isinstance(command, Helo):
+            facts.set_extensions(EMPTY_EXTENSIONS)
             self._esmtp = False
-        elif verb is _MAIL:
-            self._accepted = []
-        elif isinstance(command, Rcpt):
-            self._accepted.append(str(command.mailbox))
         elif verb in _AUTH_VERBS:
-            self._authenticated = True
+            facts.authenticated = True
         elif verb is _STARTTLS and self._reader.buffered:
             raise StartTLSInjectionError(
                 "data arrived after the 220 to STARTTLS, before the TLS handshake:"
                 " possible STARTTLS response injection"
             )
 
-    def _trigger_for(self, verb: Verb, reply: Reply) -> Trigger | None:
-        """The trigger of a reply that is not a success (those go to _succeeded)."""
-        if reply.is_intermediate:
-            return Trigger.DATA_ACCEPTED if verb is _V.DATA else Trigger.AUTH_CHALLENGED
-        if verb in _AUTH_VERBS:
-            return Trigger.AUTH_ENDED
-        if verb is _V.END_OF_DATA:
-            return Trigger.CONTENT_ANSWERED
-        if verb in (_V.BDAT, _V.BDAT_LAST):
-            return Trigger.BDAT_REFUSED
-        return None
-
-    def _lmtp_content_reply(self, head: _PendingReply, reply: Reply) -> Event:
-        # RFC 2033 §4.2: one reply per recipient accepted, in RCPT order.
+    def _lmtp_content_reply(self, head: _PendingReply, reply: Reply, cell: ReplyCell) -> Event:
+        # RFC 2033 §4.2: one reply per recipient accepted, in RCPT order. With
+        # none accepted, the one reply is read by the command's own rule.
+        accepted = self._accepted
         if head.replies_left is None:
-            head.replies_left = max(1, len(self._accepted))
-        index = max(1, len(self._accepted)) - head.replies_left
-        recipient = self._accepted[index] if self._accepted else None
+            head.replies_left = max(1, len(accepted))
+        index = max(1, len(accepted)) - head.replies_left
+        recipient = accepted[index] if accepted else None
         head.replies_left -= 1
         if head.replies_left == 0:
             self._pending.popleft()
-            refused_outright = not self._accepted and not reply.is_success
-            if head.command.verb is _V.BDAT_LAST and refused_outright:
-                self._fire(Trigger.BDAT_REFUSED)
-            else:
-                self._fire(Trigger.CONTENT_ANSWERED)
+            trigger = _LMTP_FINAL[head.verb] if accepted else cell.trigger
+            assert trigger is not None, "every reply to the content ends it"
+            self._fire(trigger)
             # A refusal may leave the state off the projected path (BDAT LAST
             # refused after every RCPT was): project again from what is known.
             self._projected = self._project()
-        return ReplyReceived(command=head.command, reply=reply, recipient=recipient)
+        return ReplyReceived(command=head.command, reply=reply, kind=cell.kind, recipient=recipient)
 
     def _fire(self, trigger: Trigger) -> None:
-        new_state = TRANSITIONS.get((self._state, trigger))
+        new_state = _TRANSITIONS.get((self._state, trigger))
         if new_state is None:
             raise RemoteProtocolError(
-                f"{trigger.value} makes no sense in state {self._state.name} ({self._state.value})"
+                f"{trigger_label(trigger)} makes no sense in state {self._state.name}"
+                f" ({self._state.value})"
             )
         self._state = new_state
 
     def _project(self) -> State | None:
         state: State | None = self._state
         for pending in self._pending:
-            trigger = SUCCESS_TRIGGERS.get(pending.command.verb)
-            if trigger is not None and state is not None:
-                state = TRANSITIONS.get((state, trigger))
+            if state is None:
+                break
+            state = _AFTER_SUCCESS[state, pending.verb]
         return state
-
-    def _set_extensions(self, extensions: Extensions) -> None:
-        # What every command consults is read from the Extensions once, here:
-        # its properties look keywords up (SIZE parses a number) on each call.
-        self._extensions = extensions
-        self._offers_pipelining = extensions.pipelining
-        self._offers_smtputf8 = extensions.smtputf8
-        self._size_limit = extensions.size_limit
 
     def _fail(self) -> None:
         self._state = State.ERROR

@@ -7,6 +7,7 @@
 #   * Did the *server* break the protocol?   RemoteProtocolError (and subclasses)
 #   * Did the server *refuse*, cleanly?      ReplyError: TransientReplyError (4xx)
 #                                            or PermanentReplyError (5xx)
+#   * Could the session not be made safe?    TLSRequiredError (no TLS to be had)
 #
 # The core itself only raises the protocol errors: a 4xx/5xx reply is an ordinary
 # event there. ReplyError is what the session procedures (and so the transports)
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthenticationError",
+    "AuthenticationIncomplete",
     "AuthenticationRejected",
     "ConnectionLostError",
     "InsecureAuthenticationError",
+    "InvalidChallengeError",
     "InvalidInputError",
     "LocalProtocolError",
     "MessageTooLargeError",
@@ -34,10 +37,12 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "ReplyError",
+    "SASLprepError",
     "SMTPError",
     "SMTPTimeoutError",
     "StartTLSInjectionError",
     "TLSRequiredError",
+    "TLSVerificationError",
     "TransientReplyError",
     "UnsupportedExtensionError",
     "reply_error",
@@ -71,6 +76,20 @@ class InvalidInputError(LocalProtocolError):
     """An argument (address, parameter, domain, credential) cannot be sent as given."""
 
 
+class SASLprepError(InvalidInputError):
+    """A string cannot be prepared with SASLprep (RFC 4013).
+
+    The message names the rule that failed, never the string itself.
+
+    Attributes:
+        table: the RFC 3454 table or rule that refused the string, e.g. "C.2.1" or "bidi".
+    """
+
+    def __init__(self, message: str, *, table: str) -> None:
+        super().__init__(message)
+        self.table = table
+
+
 class UnsupportedExtensionError(LocalProtocolError):
     """The command or parameter needs an extension the server did not advertise."""
 
@@ -80,7 +99,15 @@ class MessageTooLargeError(LocalProtocolError):
 
 
 class InsecureAuthenticationError(LocalProtocolError):
-    """AUTH was refused locally: the connection is not encrypted (or not verified)."""
+    """AUTH was refused locally: the connection is not encrypted (or not verified).
+
+    Attributes:
+        over: "plaintext" or "unverified TLS": what the secret would have crossed.
+    """
+
+    def __init__(self, message: str, *, over: str) -> None:
+        super().__init__(message)
+        self.over = over
 
 
 class RemoteProtocolError(ProtocolError):
@@ -94,8 +121,37 @@ class StartTLSInjectionError(RemoteProtocolError):
     """
 
 
-class TLSRequiredError(RemoteProtocolError):
-    """TLS was required but the server does not offer it (or refused STARTTLS)."""
+class InvalidChallengeError(RemoteProtocolError):
+    """The server sent a challenge that makes no sense for the mechanism at this step.
+
+    The exchange is cancelled with ``*`` and the session ended.
+
+    Attributes:
+        server_error: the error text the server sent (SCRAM ``e=``), if any; never
+            a secret.
+    """
+
+    def __init__(self, message: str, *, server_error: str | None = None) -> None:
+        super().__init__(message)
+        self.server_error = server_error
+
+
+class AuthenticationIncomplete(RemoteProtocolError):
+    """The server said 235 before the mechanism finished.
+
+    For SCRAM this means the server did not prove that it knows the password
+    (its signature was missing or wrong): treat the connection as an attack,
+    not as an authenticated session. The session is ended.
+    """
+
+
+class TLSRequiredError(SMTPError):
+    """TLS was required but the server does not offer it (or refused STARTTLS).
+
+    Not a protocol violation: a server may well run without TLS. The session is
+    ended without sending anything beyond EHLO (and QUIT). For a local test
+    server without TLS, connect with ``tls="none"``.
+    """
 
 
 class ReplyError(SMTPError):
@@ -150,6 +206,10 @@ class SMTPTimeoutError(SMTPError, TimeoutError):
 
 class ConnectionLostError(SMTPError, ConnectionError):
     """The connection closed or broke while a reply was expected."""
+
+
+class TLSVerificationError(ConnectionLostError):
+    """The server's certificate failed verification; the cause is the ssl error."""
 
 
 class OutcomeUnknownError(SMTPError):

@@ -4,8 +4,8 @@
 # said, each bound to the command it answers, plus two sentinels that are not
 # events at all (NEED_DATA: feed more bytes; PAUSED: do the TLS handshake).
 #
-# Also the Phase of a wait, so that every transport applies the same RFC 5321
-# §4.5.3.2 timeouts without keeping its own table.
+# Every reply event says what the reply means (its ReplyKind, from the rules
+# in _state), so no layer above the connection reads reply codes to decide.
 from __future__ import annotations
 
 import enum
@@ -13,15 +13,18 @@ from dataclasses import dataclass, field
 
 from ._commands import Command
 from ._replies import Reply
+from ._state import Phase, ReplyKind
 
 __all__ = [
     "NEED_DATA",
     "PAUSED",
     "AuthChallengeReceived",
     "ConnectionClosed",
+    "ContentRequested",
     "Event",
     "GreetingReceived",
     "Phase",
+    "ReplyKind",
     "ReplyReceived",
     "Sentinel",
 ]
@@ -44,22 +47,6 @@ PAUSED = Sentinel.PAUSED
 """STARTTLS was accepted: do the TLS handshake, then call tls_established()."""
 
 
-class Phase(enum.Enum):
-    """What the client waits for, with the RFC 5321 §4.5.3.2 timeout in seconds."""
-
-    GREETING = ("the 220 greeting", 300.0)
-    MAIL = ("the reply to MAIL", 300.0)
-    RCPT = ("the reply to RCPT", 300.0)
-    DATA_INITIATION = ("the 354 reply to DATA", 120.0)
-    DATA_BLOCK = ("a block of content to go out", 180.0)
-    DATA_TERMINATION = ("the final reply to the content", 600.0)
-    COMMAND = ("the reply to a command", 300.0)
-
-    def __init__(self, description: str, default_timeout: float) -> None:
-        self.description = description
-        self.default_timeout = default_timeout
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """Base class of what the server said."""
@@ -67,9 +54,20 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GreetingReceived(Event):
-    """The server's opening reply: 220 (welcome), 554 (no service) or 421."""
+    """The server's opening reply.
+
+    Attributes:
+        reply: the reply.
+        kind: SUCCESS (220), PERMANENT (554: no service, only QUIT is left),
+            TRANSIENT or CLOSING (the server will not serve this session).
+    """
 
     reply: Reply
+    kind: ReplyKind = ReplyKind.SUCCESS
+
+    @property
+    def accepted(self) -> bool:
+        return self.kind is ReplyKind.SUCCESS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,12 +77,43 @@ class ReplyReceived(Event):
     Attributes:
         command: the command it answers; None for a 421 nobody asked for.
         reply: the reply.
+        kind: SUCCESS, TRANSIENT or PERMANENT (a refusal), or CLOSING (421,
+            or 221 to anything but QUIT: nothing more can be sent).
         recipient: with LMTP, the recipient this reply to the content is for.
     """
 
     command: Command | None
     reply: Reply
+    kind: ReplyKind = ReplyKind.SUCCESS
     recipient: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """The command succeeded (the code is one its rule lists as success)."""
+        return self.kind is ReplyKind.SUCCESS
+
+    @property
+    def closing(self) -> bool:
+        """The server is closing the connection."""
+        return self.kind is ReplyKind.CLOSING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContentRequested(Event):
+    """The 354 to DATA: send the content now, then EndOfData.
+
+    Attributes:
+        command: the DATA command it answers.
+        reply: the 354 reply.
+    """
+
+    command: Command
+    reply: Reply
+
+    @property
+    def accepted(self) -> bool:
+        """False: a request to go on is not the command's final success."""
+        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +128,11 @@ class AuthChallengeReceived(Event):
 
     reply: Reply
     challenge: bytes | None = field(repr=False)
+
+    @property
+    def accepted(self) -> bool:
+        """False: a challenge is not the exchange's final success."""
+        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -54,10 +54,15 @@ def _no_keywords() -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType({})
 
 
-def _add(found: dict[str, list[str]], keyword: str, params: Iterable[str]) -> None:
-    """Record keyword's params in found, appending to an earlier entry."""
-    known = found.setdefault(keyword, [])
-    known.extend(param for param in params if param not in known)
+def _add(found: dict[str, dict[str, None]], keyword: str, params: Iterable[str]) -> None:
+    """Record keyword's params in found, after an earlier entry's, each once.
+
+    A dict keeps the order and finds a repeat in constant time: a reply of
+    thousands of parameters costs linear time, never quadratic.
+    """
+    known = found.setdefault(keyword, {})
+    for param in params:
+        known.setdefault(param)
 
 
 def _decode(word: bytes) -> str:
@@ -81,7 +86,7 @@ class Extensions:
     keywords: Mapping[str, tuple[str, ...]] = field(default_factory=_no_keywords)
 
     def __post_init__(self) -> None:
-        found: dict[str, list[str]] = {}
+        found: dict[str, dict[str, None]] = {}
         for keyword, params in self.keywords.items():
             if isinstance(params, str):
                 raise TypeError(f"parameters of {keyword!r} must be a sequence of str, not a str")
@@ -104,7 +109,7 @@ class Extensions:
             return cls()
         greeting = reply.lines[0].split(maxsplit=1)
         domain = _decode(greeting[0]) if greeting else ""
-        found: dict[str, list[str]] = {}
+        found: dict[str, dict[str, None]] = {}
         for line in reply.lines[1:]:
             words = line.split()
             if not words:

@@ -5,14 +5,10 @@
 # Theory of operation
 # -------------------
 # A procedure is a generator. It yields *requests* (_requests: write these
-# bytes, read some bytes, do the TLS handshake now, give me the next piece of
-# the body) and the transport answers each one by sending back the result.
-#
-# When the I/O fails, the transport throws the error into the generator
-# (SMTPTimeoutError, ConnectionLostError); the procedure then marks the
-# session dead and re-raises — as OutcomeUnknownError when the failure came
-# after the content was handed over, because the message may have been
-# accepted. A transport is a short loop:
+# bytes, read some bytes, hand over what arrived unasked, do the TLS handshake
+# now, give me the next piece of the body) and the transport answers each one
+# by sending back the result. When the I/O fails, the transport throws the
+# error in (SMTPTimeoutError, ConnectionLostError). A transport is a short loop:
 #
 #     request = next(proc)
 #     while True:
@@ -25,30 +21,33 @@
 # reply so far is incomplete): a server dripping one byte at a time still times
 # out within the phase's limit.
 #
-# Policy lives here too: EHLO with HELO fallback, STARTTLS (none / opportunistic
-# / required), AUTH only over verified TLS unless the caller opts in, and
-# replies turned into typed errors. The mail transaction itself (pipelined,
-# chunked, overlapped) is in _transaction, built on this file's building blocks.
+# Layers: this file (the session: greeting, EHLO with HELO fallback, STARTTLS
+# policy, AUTH, small commands) -> _transaction (the mail transaction) ->
+# _exchange (write, read, send a group, reply; failure rules) -> _connection.
+#
+# Policy lives here: TLS as the mode says (implicit from the first byte,
+# STARTTLS required, opportunistic or none), AUTH only over verified TLS unless
+# the caller opts in, replies turned into typed errors. Every procedure ends
+# the session on a RemoteProtocolError, wherever it was raised (the connection,
+# a SASL mechanism that caught the server cheating).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._auth import SASLMechanism, choose_mechanism
 from ._commands import (
     Auth,
     AuthCancel,
     AuthResponse,
-    Bdat,
     Command,
     Ehlo,
-    EndOfData,
     Expn,
     Helo,
     Help,
     Lhlo,
-    MessageData,
     Noop,
     Quit,
     Rset,
@@ -60,7 +59,6 @@ from ._errors import (
     AuthenticationRejected,
     ConnectionLostError,
     InsecureAuthenticationError,
-    OutcomeUnknownError,
     RemoteProtocolError,
     SMTPError,
     SMTPTimeoutError,
@@ -69,29 +67,40 @@ from ._errors import (
     reply_error,
 )
 from ._events import (
-    NEED_DATA,
     PAUSED,
     AuthChallengeReceived,
     ConnectionClosed,
     GreetingReceived,
-    Phase,
     ReplyReceived,
 )
+from ._exchange import Exchange, Transcript
 from ._extensions import Extensions
 from ._receivebuffer import ReplyLimits
 from ._replies import Reply
-from ._requests import Procedure, Read, Timeouts, TLSMode, UpgradeTLS, Write
-from ._state import State, Verb
-from ._transaction import BodyInfo, MailJob, MailTransactions
+from ._requests import Procedure, Timeouts, TLSMode, UpgradeTLS
+from ._state import ReplyKind
+from ._transaction import BodyInfo, MailJob, MailTransactions, SendResult
 
 __all__ = ["ClientSession"]
 
-_REPLY_EVENTS = (GreetingReceived, ReplyReceived, AuthChallengeReceived)
-_CONTENT_TYPES = (MessageData, Bdat, EndOfData)
-_CONTENT_END_VERBS = frozenset({Verb.END_OF_DATA, Verb.BDAT_LAST})
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
-Transcript = Callable[[str, str], None]
+def _ends_on_violation(
+    method: Callable[Concatenate[ClientSession, _P], Procedure[_T]],
+) -> Callable[Concatenate[ClientSession, _P], Procedure[_T]]:
+    """Whatever raised it, a RemoteProtocolError ends the session."""
+
+    def guarded(self: ClientSession, /, *args: _P.args, **kwargs: _P.kwargs) -> Procedure[_T]:
+        try:
+            return (yield from method(self, *args, **kwargs))
+        except RemoteProtocolError:
+            self.conn.send_failed()
+            raise
+
+    functools.update_wrapper(guarded, method)
+    return guarded
 
 
 class ClientSession:
@@ -99,13 +108,13 @@ class ClientSession:
 
     Args:
         local_hostname: the name to give in EHLO/HELO/LHLO.
-        tls: the TLS mode; IMPLICIT means the transport wraps before the
-            greeting.
+        tls: the TLS mode; IMPLICIT starts with the TLS handshake, before
+            the greeting.
         lmtp: speak LMTP.
         timeouts: per-phase timeouts.
         limits: reply size limits.
         transcript: called with ("C" or "S", line) for every command and reply
-            line, secrets redacted.
+            line, secrets redacted, server text escaped.
     """
 
     def __init__(
@@ -123,128 +132,34 @@ class ClientSession:
         self.timeouts = timeouts or Timeouts()
         self.conn = Connection(lmtp=lmtp, tls=tls is TLSMode.IMPLICIT, limits=limits)
         self.tls_verified = False
+        """Whether the TLS handshake proved the server's identity (however TLS began)."""
         self.greeting: Reply | None = None
         self.extensions_before_tls: Extensions | None = None
-        self._transcript = transcript
-        self._transactions = MailTransactions(self)
+        self.exchange = Exchange(self.conn, self.timeouts, transcript)
+        self._transactions = MailTransactions(self.exchange)
 
     # ------------------------------------------------------------------
-    # The building blocks: write, read one event, run commands
+    # Opening: TLS, greeting, EHLO/HELO, STARTTLS
     # ------------------------------------------------------------------
 
-    def _log(self, direction: str, line: str) -> None:
-        if self._transcript is not None:
-            self._transcript(direction, line)
-
-    def _write(self, data: bytes, phase: Phase, *, ends_content: bool = False) -> Procedure:
-        try:
-            yield Write(data, phase, self.timeouts.for_phase(phase))
-        except (SMTPTimeoutError, ConnectionLostError) as exc:
-            self.conn.send_failed()
-            if ends_content:
-                # Some or all of the terminator may have reached the server.
-                raise OutcomeUnknownError(
-                    f"{exc} while ending the content: the message may have been accepted"
-                ) from exc
-            raise
-
-    def _event(self) -> Procedure:
-        """The next event from the server, reading as needed."""
-        conn = self.conn
-        new_wait = True
-        while True:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                phase = conn.waiting_for or Phase.COMMAND
-                try:
-                    data = yield Read(phase, self.timeouts.for_phase(phase), new_wait)
-                except (SMTPTimeoutError, ConnectionLostError) as exc:
-                    conn.send_failed()
-                    if phase is Phase.DATA_TERMINATION:
-                        raise OutcomeUnknownError(
-                            f"{exc}; the message may have been accepted: do not resend blindly"
-                        ) from exc
-                    raise
-                conn.receive_data(data)
-                new_wait = False
-                continue
-            if event is PAUSED:  # pragma: no cover - handled by _starttls
-                raise RemoteProtocolError("unexpected pause")
-            if self._transcript is not None and isinstance(event, _REPLY_EVENTS):
-                _log_reply(self._transcript, event.reply)
-            return event
-
-    def _reply(self) -> Procedure:
-        """The next reply to a command; a closed connection is an error."""
-        phase = self.conn.waiting_for
-        event = yield from self._event()
-        if isinstance(event, ConnectionClosed):
-            error = ConnectionLostError("the server closed the connection")
-            if phase is Phase.DATA_TERMINATION:
-                raise OutcomeUnknownError(
-                    "the connection closed before the final reply to the content:"
-                    " the message may have been accepted"
-                ) from error
-            raise error
-        if (
-            isinstance(event, ReplyReceived)
-            and event.reply.code == 421
-            and not isinstance(event.command, Quit)
-        ):
-            # The server is closing: whatever was asked, nothing more can follow.
-            command = event.command.transcript_line() if event.command is not None else None
-            raise reply_error(event.reply, command=command, phase="service closing")
-        return event
-
-    def _send(self, commands: Sequence[Command]) -> Procedure:
-        data = self.conn.send_all(commands)
-        if self._transcript is not None:
-            for command in commands:
-                self._transcript("C", command.transcript_line())
-        content = ends_content = False
-        for command in commands:
-            if isinstance(command, _CONTENT_TYPES):
-                content = True
-                ends_content = ends_content or command.verb in _CONTENT_END_VERBS
-        phase = Phase.DATA_BLOCK if content else Phase.COMMAND
-        yield from self._write(data, phase, ends_content=ends_content)
-
-    def command(self, command: Command) -> Procedure:
-        """Send one command and return its reply (a Reply; refusals included)."""
-        yield from self._send([command])
-        event = yield from self._reply()
-        return event.reply
-
-    def pipeline(self, commands: Sequence[Command]) -> Procedure:
-        """Send commands in one write and return their replies, in order."""
-        yield from self._send(commands)
-        replies: list[Reply] = []
-        for _ in commands:
-            event = yield from self._reply()
-            replies.append(event.reply)
-        return replies
-
-    def _checked(self, command: Command, phase: str) -> Procedure:
-        reply = yield from self.command(command)
-        if not reply.is_success:
-            raise reply_error(reply, command=command.transcript_line(), phase=phase)
-        return reply
-
-    # ------------------------------------------------------------------
-    # Opening: greeting, EHLO/HELO, STARTTLS
-    # ------------------------------------------------------------------
-
-    def open(self) -> Procedure:
-        """Greeting, EHLO (HELO fallback) and STARTTLS as the TLS mode says.
+    @_ends_on_violation
+    def open(self) -> Procedure[Extensions]:
+        """Implicit TLS, the greeting, EHLO (HELO fallback), STARTTLS as the mode says.
 
         Returns the server's extensions.
         """
-        event = yield from self._event()
+        exchange = self.exchange
+        if self.tls_mode is TLSMode.IMPLICIT:
+            yield from self._handshake()
+        event = yield from exchange.event()
         if isinstance(event, ConnectionClosed):
-            raise ConnectionLostError("the server closed the connection before its greeting")
+            raise exchange.fail(
+                ConnectionLostError("the server closed the connection before its greeting")
+            )
+        assert isinstance(event, GreetingReceived)
         self.greeting = event.reply
-        if event.reply.code != 220:
-            if self.conn.state is State.REFUSED:
+        if not event.accepted:
+            if event.kind is ReplyKind.PERMANENT:
                 yield from self._quit_quietly()
             raise reply_error(event.reply, phase="greeting")
         yield from self.hello()
@@ -257,49 +172,58 @@ class ClientSession:
                 raise TLSRequiredError(
                     "TLS is required but the server does not offer STARTTLS;"
                     " nothing was sent in plaintext beyond EHLO"
+                    ' (for a local test server without TLS, use tls="none")'
                 )
         return self.conn.extensions
 
-    def hello(self) -> Procedure:
+    def _handshake(self) -> Procedure[None]:
+        try:
+            self.tls_verified = bool((yield UpgradeTLS(self.timeouts.tls_handshake)))
+        except (SMTPTimeoutError, ConnectionLostError) as exc:
+            # A failed handshake leaves the stream in an unknown state.
+            raise self.exchange.fail(exc)  # noqa: B904 - fail() chose the cause
+        self.exchange.log("C", "<TLS handshake done>")
+
+    @_ends_on_violation
+    def hello(self) -> Procedure[Reply]:
         """EHLO (LHLO for LMTP); HELO if EHLO is refused. Returns the reply."""
+        exchange = self.exchange
         if self.conn.lmtp:
-            return (yield from self._checked(Lhlo(self.local_hostname), "LHLO"))
-        reply = yield from self.command(Ehlo(self.local_hostname))
-        if reply.is_success:
-            return reply
+            return (yield from exchange.checked(Lhlo(self.local_hostname), "LHLO"))
+        event = yield from exchange.command(Ehlo(self.local_hostname))
+        if event.accepted:
+            return event.reply
         if self.tls_mode is TLSMode.STARTTLS and not self.conn.tls_active:
             yield from self._quit_quietly()
             raise TLSRequiredError(
-                f"the server refused EHLO ({reply.code}), so it cannot offer STARTTLS"
+                f"the server refused EHLO ({event.reply.code}), so it cannot offer STARTTLS"
             )
-        return (yield from self._checked(Helo(self.local_hostname), "HELO"))
+        return (yield from exchange.checked(Helo(self.local_hostname), "HELO"))
 
-    def starttls(self) -> Procedure:
-        """STARTTLS, the handshake, and EHLO again (RFC 3207)."""
+    @_ends_on_violation
+    def starttls(self) -> Procedure[Reply]:
+        """STARTTLS, the handshake, and EHLO again (RFC 3207). Returns the EHLO reply."""
         self.extensions_before_tls = self.conn.extensions
-        reply = yield from self.command(StartTLS())
-        if not reply.is_success:
+        event = yield from self.exchange.command(StartTLS())
+        if not event.accepted:
             if self.tls_mode is TLSMode.OPPORTUNISTIC:
-                return reply
+                return event.reply
             yield from self._quit_quietly()
-            raise TLSRequiredError(f"the server refused STARTTLS: {reply}")
+            raise TLSRequiredError(f"the server refused STARTTLS: {event.reply}")
         if self.conn.next_event() is not PAUSED:  # pragma: no cover - the state table forbids it
             raise RemoteProtocolError("STARTTLS accepted but the session did not pause")
-        try:
-            self.tls_verified = bool((yield UpgradeTLS()))
-        except BaseException:
-            # A failed handshake leaves the stream in an unknown state.
-            self.conn.send_failed()
-            raise
+        yield from self._handshake()
         self.conn.tls_established()
-        self._log("C", "<TLS handshake done>")
         return (yield from self.hello())
 
     # ------------------------------------------------------------------
     # AUTH
     # ------------------------------------------------------------------
 
-    def authenticate(self, mechanism: SASLMechanism, *, allow_insecure: bool = False) -> Procedure:
+    @_ends_on_violation
+    def authenticate(
+        self, mechanism: SASLMechanism, *, allow_insecure: bool = False
+    ) -> Procedure[Reply]:
         """Run one SASL exchange. Returns the 235 reply.
 
         Raises:
@@ -307,20 +231,30 @@ class ClientSession:
                 caller did not pass ``allow_insecure``.
             AuthenticationRejected: 5xx (no other mechanism is tried).
             TransientReplyError: 4xx.
+            AuthenticationIncomplete, InvalidChallengeError: the server broke
+                SASL; the session is ended.
         """
         if not allow_insecure and not (self.conn.tls_active and self.tls_verified):
-            why = "unverified TLS" if self.conn.tls_active else "plaintext"
+            if self.conn.tls_active:
+                raise InsecureAuthenticationError(
+                    "refusing AUTH: the server's TLS certificate was not verified"
+                    " (give an ssl_context that verifies it, or allow_insecure=True)",
+                    over="unverified TLS",
+                )
             raise InsecureAuthenticationError(
-                f"refusing AUTH over {why}; pass allow_insecure=True to allow it"
+                "refusing AUTH over plaintext: use TLS, or allow_insecure=True"
+                " for a server you trust on a private network",
+                over="plaintext",
             )
+        exchange = self.exchange
         initial = mechanism.initial_response()
         auth = Auth(mechanism.name, initial)
         if len(auth.to_bytes()) > 512:
             auth = auth.without_initial_response()
         pending_initial = initial if auth.initial_response is None else None
-        yield from self._send([auth])
+        yield from exchange.send([auth])
         while True:
-            event = yield from self._reply()
+            event = yield from exchange.reply()
             if isinstance(event, AuthChallengeReceived):
                 if pending_initial is not None:
                     response: Command = AuthResponse(pending_initial)
@@ -334,24 +268,25 @@ class ClientSession:
                     except RemoteProtocolError:
                         yield from self._cancel_auth()
                         raise
-                yield from self._send([response])
+                yield from exchange.send([response])
                 continue
-            reply = event.reply
-            if reply.is_success:
+            if event.accepted:
                 mechanism.success()
-                return reply
+                return event.reply
             details = mechanism.failure_details
             phase = f"AUTH {mechanism.name}" + (f" ({details})" if details else "")
-            if reply.is_permanent:
-                raise AuthenticationRejected(reply, command=auth.transcript_line(), phase=phase)
-            raise reply_error(reply, command=auth.transcript_line(), phase=phase)
+            if isinstance(event, ReplyReceived) and event.kind is ReplyKind.PERMANENT:
+                raise AuthenticationRejected(
+                    event.reply, command=auth.transcript_line(), phase=phase
+                )
+            raise reply_error(event.reply, command=auth.transcript_line(), phase=phase)
 
-    def _cancel_auth(self) -> Procedure:
-        """Cancel with "*", read the 501, and end the session: the server broke SASL."""
-        yield from self._send([AuthCancel()])
-        yield from self._reply()
-        self.conn.send_failed()
+    def _cancel_auth(self) -> Procedure[None]:
+        """Cancel with "*" and read the 501; the caller then ends the session."""
+        yield from self.exchange.send([AuthCancel()])
+        yield from self.exchange.reply()
 
+    @_ends_on_violation
     def login(
         self,
         username: str,
@@ -359,26 +294,21 @@ class ClientSession:
         *,
         mechanism: str | None = None,
         allow_insecure: bool = False,
-    ) -> Procedure:
+    ) -> Procedure[Reply]:
         """AUTH with a user name and password, the strongest offered mechanism by default."""
         offered = self.conn.extensions.auth_mechanisms
         if not offered:
             raise UnsupportedExtensionError("the server does not offer AUTH")
-        if mechanism is None:
-            chosen = choose_mechanism(offered, username, password)
-        else:
-            chosen = choose_mechanism([mechanism.upper()], username, password)
+        names = offered if mechanism is None else [mechanism.upper()]
+        chosen = choose_mechanism(names, username, password)
         return (yield from self.authenticate(chosen, allow_insecure=allow_insecure))
-
-    # ------------------------------------------------------------------
-    # The mail transaction
-    # ------------------------------------------------------------------
 
     # ------------------------------------------------------------------
     # The mail transaction (in _transaction)
     # ------------------------------------------------------------------
 
-    def send_mail(
+    @_ends_on_violation
+    def sendmail(
         self,
         sender: str,
         recipients: Iterable[str],
@@ -387,55 +317,65 @@ class ClientSession:
         smtputf8: bool = False,
         mail_options: Mapping[str, Any] | None = None,
         rcpt_options: Mapping[str, Any] | None = None,
-    ) -> Procedure:
-        """One mail transaction; see MailTransactions.send_mail."""
-        return self._transactions.send_mail(
-            sender,
-            recipients,
-            body=body,
-            smtputf8=smtputf8,
-            mail_options=mail_options,
-            rcpt_options=rcpt_options,
+    ) -> Procedure[SendResult]:
+        """One mail transaction, its body pulled; see MailTransactions.sendmail."""
+        return (
+            yield from self._transactions.sendmail(
+                MailJob(
+                    sender=sender,
+                    recipients=list(recipients),
+                    body=body,
+                    smtputf8=smtputf8,
+                    mail_options=mail_options,
+                    rcpt_options=rcpt_options,
+                )
+            )
         )
 
-    def send_many(self, jobs: Iterable[MailJob]) -> Procedure:
-        """Several transactions, overlapped; see MailTransactions.send_many."""
-        return self._transactions.send_many(jobs)
+    @_ends_on_violation
+    def send_batch(self, jobs: Iterable[MailJob]) -> Procedure[list[SendResult | SMTPError]]:
+        """Several transactions, overlapped; see MailTransactions.send_batch."""
+        return (yield from self._transactions.send_batch(jobs))
 
     # ------------------------------------------------------------------
     # Small commands and the end
     # ------------------------------------------------------------------
 
-    def rset(self) -> Procedure:
-        return (yield from self._checked(Rset(), "RSET"))
+    @_ends_on_violation
+    def command(self, command: Command) -> Procedure[Reply]:
+        """Send one command and return its reply (refusals included)."""
+        return (yield from self.exchange.command(command)).reply
 
-    def noop(self) -> Procedure:
-        return (yield from self._checked(Noop(), "NOOP"))
+    @_ends_on_violation
+    def pipeline(self, commands: Sequence[Command]) -> Procedure[list[Reply]]:
+        """Send commands in one write and return their replies, in order."""
+        yield from self.exchange.send(commands)
+        replies: list[Reply] = []
+        for _ in commands:
+            replies.append((yield from self.exchange.reply()).reply)
+        return replies
 
-    def vrfy(self, address: str) -> Procedure:
-        return (yield from self.command(Vrfy(address)))
+    @_ends_on_violation
+    def rset(self) -> Procedure[Reply]:
+        return (yield from self.exchange.checked(Rset(), "RSET"))
 
-    def expn(self, address: str) -> Procedure:
-        return (yield from self.command(Expn(address)))
+    @_ends_on_violation
+    def noop(self) -> Procedure[Reply]:
+        return (yield from self.exchange.checked(Noop(), "NOOP"))
 
-    def help(self, topic: str = "") -> Procedure:
-        return (yield from self.command(Help(topic)))
+    def vrfy(self, address: str) -> Procedure[Reply]:
+        return self.command(Vrfy(address))
 
-    def quit(self) -> Procedure:
+    def expn(self, address: str) -> Procedure[Reply]:
+        return self.command(Expn(address))
+
+    def help(self, topic: str = "") -> Procedure[Reply]:
+        return self.command(Help(topic))
+
+    def quit(self) -> Procedure[Reply]:
         """QUIT and wait for the 221. Returns the reply."""
-        return (yield from self.command(Quit()))
+        return self.command(Quit())
 
-    def _quit_quietly(self) -> Procedure:
+    def _quit_quietly(self) -> Procedure[None]:
         with contextlib.suppress(SMTPError):
-            yield from self.command(Quit())
-
-
-def _log_reply(transcript: Transcript, reply: Reply) -> None:
-    """Each line of a reply as an ``S`` transcript line; AUTH challenges hidden."""
-    code = str(reply.code)
-    last = len(reply.lines) - 1
-    for i, line in enumerate(reply.lines):
-        text = line.decode("utf-8", "replace")
-        if reply.code == 334:
-            text = "<challenge>" if text else ""
-        transcript("S", f"{code}{' ' if i == last else '-'}{text}".rstrip())
+            yield from self.exchange.command(Quit())

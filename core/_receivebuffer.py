@@ -211,6 +211,12 @@ class ReplyReader:
         """How many octets are held that are not yet part of a returned reply."""
         return len(self._buffer) + self._pending_size
 
+    def peek(self, size: int) -> bytes:
+        """The first octets (at most size) of what is held and not yet returned."""
+        if self._pending_lines:
+            return (b"%d-" % self._pending_code)[:size]
+        return bytes(self._buffer[:size])
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Store bytes received from the server; parsing waits for next_reply()."""
         self._buffer += data

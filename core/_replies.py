@@ -11,7 +11,20 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["EnhancedStatus", "Reply", "ReplyClass"]
+__all__ = ["EnhancedStatus", "Reply", "ReplyClass", "escape_text"]
+
+
+def escape_text(text: str) -> str:
+    """text with everything a terminal could act on escaped: safe to show a person.
+
+    Controls (C0, DEL, C1: ANSI escapes, a lone CR that would overwrite the
+    line), line and paragraph separators and format characters (bidi
+    overrides) are written as Python escapes (``\\x1b``); everything else,
+    any language, is kept.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class ReplyClass(enum.IntEnum):
@@ -93,10 +106,7 @@ class Reply:
     @property
     def printable_text(self) -> str:
         """``text`` with control characters escaped, safe to print in one line."""
-        return "".join(
-            ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1]
-            for ch in self.text.replace("\n", " / ")
-        )
+        return escape_text(self.text.replace("\n", " / "))
 
     def to_bytes(self) -> bytes:
         """The reply as it looked on the wire (CRLF line ends)."""

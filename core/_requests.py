@@ -7,8 +7,17 @@
 #
 #     Write(data, phase, timeout)    -> None
 #     Read(phase, timeout, new_wait) -> bytes (b"" when the server closed)
-#     UpgradeTLS()                   -> bool: whether the certificate was verified
+#     Poll()                         -> the bytes already received, without
+#                                       waiting: None if there are none, b""
+#                                       if the server closed
+#     UpgradeTLS(timeout)            -> bool: whether the certificate was
+#                                       verified (True only when the handshake
+#                                       proved the server's name)
 #     PullBody()                     -> bytes (b"" at the end of the body)
+#
+# When the I/O fails, the transport throws the error into the procedure as
+# SMTPTimeoutError or ConnectionLostError (or TLSVerificationError, a
+# ConnectionLostError, for a refused certificate); nothing else is thrown in.
 #
 # These few value types are the whole contract between the core and any I/O
 # world: nothing else crosses it.
@@ -17,11 +26,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
-from ._events import Phase
+from ._errors import InvalidInputError
+from ._state import Phase
 
 __all__ = [
+    "Poll",
     "Procedure",
     "PullBody",
     "Read",
@@ -30,7 +41,10 @@ __all__ = [
     "Timeouts",
     "UpgradeTLS",
     "Write",
+    "resolve_tls_mode",
 ]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +73,24 @@ class Read:
 
 
 @dataclass(frozen=True, slots=True)
+class Poll:
+    """Hand over what the server has sent already, without waiting for more.
+
+    Asked before a group of commands is written while no reply is pending:
+    bytes already there would otherwise be taken as the group's replies.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class UpgradeTLS:
-    """Do the TLS handshake on the connection now (STARTTLS was accepted)."""
+    """Do the TLS handshake on the connection now, within timeout seconds.
+
+    Asked at the start of an implicit-TLS session (a stream that is already
+    TLS needs no new handshake: answer with whether it was verified) and
+    after a 220 to STARTTLS.
+    """
+
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +98,9 @@ class PullBody:
     """Hand over the next piece of the message body (b"" at its end)."""
 
 
-Request: TypeAlias = Write | Read | UpgradeTLS | PullBody
-Procedure: TypeAlias = Generator[Request, Any, Any]
+Request: TypeAlias = Write | Read | Poll | UpgradeTLS | PullBody
+Procedure: TypeAlias = Generator[Request, Any, _T]
+"""A session procedure that returns a _T: ``Procedure[Reply]``."""
 
 
 class TLSMode(enum.Enum):
@@ -95,6 +126,7 @@ class Timeouts:
     data_block: float = Phase.DATA_BLOCK.default_timeout
     data_termination: float = Phase.DATA_TERMINATION.default_timeout
     command: float = Phase.COMMAND.default_timeout
+    tls_handshake: float = Phase.TLS_HANDSHAKE.default_timeout
 
     @classmethod
     def uniform(cls, seconds: float) -> Timeouts:
@@ -108,3 +140,18 @@ class Timeouts:
 
     def for_phase(self, phase: Phase) -> float:
         return float(getattr(self, phase.name.lower()))
+
+
+def resolve_tls_mode(tls: TLSMode | str | None, port: int) -> TLSMode:
+    """The TLS mode: implicit on port 465 (RFC 8314), required STARTTLS elsewhere, unless named.
+
+    Raises:
+        InvalidInputError: an unknown mode name.
+    """
+    if tls is None:
+        return TLSMode.IMPLICIT if port == 465 else TLSMode.STARTTLS
+    try:
+        return TLSMode(tls.value if isinstance(tls, TLSMode) else str(tls).lower())
+    except ValueError:
+        names = ", ".join(m.value for m in TLSMode)
+        raise InvalidInputError(f"tls must be one of {names}, not {tls!r}") from None

@@ -40,7 +40,7 @@ from __future__ import annotations
 import abc
 from typing import ClassVar
 
-from ._errors import InvalidInputError, RemoteProtocolError
+from ._errors import AuthenticationIncomplete, InvalidChallengeError, InvalidInputError
 
 __all__ = [
     "AuthenticationIncomplete",
@@ -55,30 +55,6 @@ __all__ = [
 # An error text quoted from the server is bounded, so a hostile server cannot
 # make an exception message (and every log line that shows it) huge.
 _MAX_QUOTED_SERVER_TEXT = 200
-
-
-class InvalidChallengeError(RemoteProtocolError):
-    """The server sent a challenge that makes no sense for the mechanism at this step.
-
-    The connection answers with ``*`` to cancel the exchange.
-
-    Attributes:
-        server_error: the error text the server sent (SCRAM ``e=``), if any; never
-            a secret.
-    """
-
-    def __init__(self, message: str, *, server_error: str | None = None) -> None:
-        super().__init__(message)
-        self.server_error = server_error
-
-
-class AuthenticationIncomplete(RemoteProtocolError):
-    """The server said 235 before the mechanism finished.
-
-    For SCRAM this means the server did not prove that it knows the password (its
-    signature was missing or wrong): treat the connection as an attack, not as an
-    authenticated session.
-    """
 
 
 class SASLMechanism(abc.ABC):

@@ -21,9 +21,9 @@ from __future__ import annotations
 import stringprep
 import unicodedata
 
-from ._errors import InvalidInputError
+from ._errors import SASLprepError
 
-__all__ = ["SASLprepError", "saslprep"]
+__all__ = ["saslprep"]
 
 # Tables whose characters may not appear after mapping and normalisation
 # (RFC 4013 §2.3), with the names an error message reports.
@@ -39,20 +39,6 @@ _PROHIBITED_TABLES = (
     ("C.8 (change display properties or deprecated)", stringprep.in_table_c8),
     ("C.9 (tagging character)", stringprep.in_table_c9),
 )
-
-
-class SASLprepError(InvalidInputError):
-    """A string cannot be prepared with SASLprep (RFC 4013).
-
-    The message names the rule that failed, never the string itself.
-
-    Attributes:
-        table: the RFC 3454 table or rule that refused the string, e.g. "C.2.1" or "bidi".
-    """
-
-    def __init__(self, message: str, *, table: str) -> None:
-        super().__init__(message)
-        self.table = table
 
 
 def saslprep(text: str, *, allow_unassigned: bool = False) -> str:

@@ -1,40 +1,57 @@
 # smtpbee/_state
 #
-# The client's state machine, as data. Everything that decides *which state the
-# session is in* lives in this file, and this file knows nothing of bytes,
-# replies or extensions: it is two tables and a few lookups.
+# The client's state machine and what every reply means, as data. Everything
+# that decides where the session goes lives in this file; it knows nothing of
+# bytes or extensions. The connection compiles these declarations at import
+# (see compile_reply_cells) and interprets them; no layer above it compares
+# reply codes.
+#
+#   REPLY_RULES  verb -> ReplyRule (and GREETING_RULE for the connection itself)
+#       For each command: the exact codes that are success (RFC 5321 §4.3.2
+#       and the extensions' RFCs), the 3xx that ask for more (354, 334), the
+#       trigger each fires, the trigger of a 4xx or 5xx refusal, whether the
+#       command must end a pipelined group (RFC 2920 §3.1), and which timeout
+#       phase its reply is awaited in. Codes the rule does not name:
+#         * 421 to anything, and 221 to anything but QUIT: the server is
+#           closing (SERVICE_CLOSING);
+#         * any other 4xx or 5xx: a refusal, read by its first digit
+#           (RFC 5321 §4.2.1: an unknown code is read by its class);
+#         * any other 2xx or 3xx: a protocol violation, never a success.
 #
 #   TRANSITIONS  (state, trigger) -> new state
-#       A trigger is something the server said (a 250 to MAIL, a 354, a 421, the
-#       connection closing) or, for TLS_ESTABLISHED, something the caller
-#       reports. A (state, trigger) pair missing from the table is a reply that
-#       makes no sense where the session is: the connection treats it as a
-#       remote protocol error. ERROR has no way out.
+#       A trigger fired where the table has no entry (a 250 to RCPT after the
+#       MAIL was refused) is a protocol violation. ERROR has no way out.
 #
 #   ALLOWED_COMMANDS  state -> the verbs the client may send in that state
 #       Checked against the *projected* state: the state the session will be
-#       in once every command already sent has been answered with success.
-#       Without pipelining the projection is the current state; with it, a
-#       client can send MAIL, RCPT, RCPT, DATA in one go because each is legal
-#       in the state the previous one projects.
+#       in once every command already sent has been answered with success, so
+#       MAIL, RCPT, RCPT, DATA fit one pipelined group.
 #
-# Replies that leave the state as it is (a 550 to RCPT, a 250 to NOOP) are not
-# triggers: the connection simply does not fire anything for them.
-#
-# The same tables render as text, Mermaid and Graphviz (render_state_machine):
-# the diagram a learner reads is the machine the code runs.
+# The same declarations render (in _render) as the state diagram, whose
+# labels are generated from the rules so they say exactly which codes fire
+# each transition, and as the verb x reply-code matrix: what a learner reads
+# is what the code runs.
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 __all__ = [
     "ALLOWED_COMMANDS",
+    "GREETING_RULE",
+    "REPLY_RULES",
     "TRANSITIONS",
+    "Phase",
+    "ReplyCell",
+    "ReplyKind",
+    "ReplyRule",
     "State",
     "Trigger",
     "Verb",
-    "render_state_machine",
+    "classify_reply",
+    "compile_reply_cells",
 ]
 
 
@@ -85,33 +102,284 @@ class Verb(_IdentityHashed):
     STARTTLS = "STARTTLS"
     AUTH = "AUTH"
     AUTH_RESPONSE = "AUTH response"
+    AUTH_CANCEL = "AUTH cancel (*)"
     QUIT = "QUIT"
 
 
 class Trigger(_IdentityHashed):
-    """What moves the session from one state to another."""
+    """What moves the session from one state to another.
 
-    GREETING_ACCEPTED = "220 greeting"
-    GREETING_REFUSED = "554 greeting"
-    HELLO_ACCEPTED = "250 to EHLO/HELO/LHLO"
-    MAIL_ACCEPTED = "250 to MAIL"
-    RCPT_ACCEPTED = "250/251 to RCPT"
-    DATA_ACCEPTED = "354 to DATA"
-    CONTENT_ANSWERED = "final reply to the content"
-    BDAT_ACCEPTED = "250 to BDAT"
-    BDAT_REFUSED = "4xx/5xx to BDAT"
-    RSET_ACCEPTED = "250 to RSET"
-    STARTTLS_ACCEPTED = "220 to STARTTLS"
+    The value is a short name; trigger_label() says exactly which replies fire it.
+    """
+
+    GREETING_ACCEPTED = "greeting accepted"
+    GREETING_REFUSED = "greeting refused"
+    GREETING_DEFERRED = "greeting deferred"
+    HELLO_ACCEPTED = "hello accepted"
+    MAIL_ACCEPTED = "sender accepted"
+    RCPT_ACCEPTED = "recipient accepted"
+    DATA_ACCEPTED = "content invited"
+    CONTENT_ANSWERED = "content answered"
+    BDAT_ACCEPTED = "chunk accepted"
+    BDAT_REFUSED = "chunk refused"
+    RSET_ACCEPTED = "reset"
+    STARTTLS_ACCEPTED = "STARTTLS accepted"
     TLS_ESTABLISHED = "TLS handshake done"
-    AUTH_CHALLENGED = "334 challenge"
-    AUTH_ENDED = "final reply to AUTH"
-    QUIT_ACCEPTED = "221 to QUIT"
-    SERVICE_CLOSING = "421 to anything"
+    AUTH_CHALLENGED = "AUTH challenge"
+    AUTH_ENDED = "AUTH ended"
+    QUIT_ACCEPTED = "QUIT accepted"
+    SERVICE_CLOSING = "service closing"
     CONNECTION_CLOSED = "connection closed"
+
+
+class Phase(enum.Enum):
+    """What the client waits for, with the RFC 5321 §4.5.3.2 timeout in seconds.
+
+    TLS_HANDSHAKE has no RFC figure; a minute is ample for any real server.
+    """
+
+    GREETING = ("the 220 greeting", 300.0)
+    MAIL = ("the reply to MAIL", 300.0)
+    RCPT = ("the reply to RCPT", 300.0)
+    DATA_INITIATION = ("the 354 reply to DATA", 120.0)
+    DATA_BLOCK = ("a block of content to go out", 180.0)
+    DATA_TERMINATION = ("the final reply to the content", 600.0)
+    COMMAND = ("the reply to a command", 300.0)
+    TLS_HANDSHAKE = ("the TLS handshake", 60.0)
+
+    def __init__(self, description: str, default_timeout: float) -> None:
+        self.description = description
+        self.default_timeout = default_timeout
+
+
+class ReplyKind(enum.Enum):
+    """What a reply means for the command it answers."""
+
+    SUCCESS = "success"
+    INTERMEDIATE = "go on"
+    TRANSIENT = "transient refusal"
+    PERMANENT = "permanent refusal"
+    CLOSING = "the server is closing"
+    VIOLATION = "protocol violation"
+
+
+def _codes(*codes: int) -> frozenset[int]:
+    return frozenset(codes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyRule:
+    """What the replies to one command (or the greeting) mean.
+
+    Attributes:
+        success: the exact success codes, each with the trigger it fires
+            (None: the state stays as it is).
+        intermediate: the exact 3xx codes that ask for more, with their trigger.
+        on_transient: the trigger a 4xx refusal fires (None: the state stays).
+        on_permanent: the trigger a 5xx refusal fires (None: the state stays).
+        listed_refusals: the refusal codes the RFCs list for the command;
+            other 4xx/5xx are refusals too (read by their first digit), so this
+            is for the reply matrix, not for decisions.
+        closing: the codes that mean "the server is closing" (SERVICE_CLOSING)
+            where success does not name them: 421 for anything, 221 for any
+            command but QUIT (whose success it is).
+        lmtp_final: with LMTP, the trigger after the last of the replies per
+            recipient (RFC 2033 §4.2); None when the command has one reply.
+        ends_group: the command must be the last of a pipelined group
+            (RFC 2920 §3.1: what may follow depends on its outcome).
+        phase: what is awaited after it, for the timeout.
+        answered: False for content pieces, which get no reply of their own.
+        source: where the codes come from.
+    """
+
+    success: Mapping[int, Trigger | None]
+    intermediate: Mapping[int, Trigger] = field(default_factory=dict)
+    on_transient: Trigger | None = None
+    on_permanent: Trigger | None = None
+    listed_refusals: frozenset[int] = frozenset()
+    closing: frozenset[int] = frozenset({421, 221})
+    lmtp_final: Trigger | None = None
+    ends_group: bool = True
+    phase: Phase = Phase.COMMAND
+    answered: bool = True
+    source: str = "RFC 5321 §4.3.2"
 
 
 _S = State
 _T = Trigger
+_V = Verb
+
+# RFC 5321 §4.3.2: "any command" may also get 500, 501, 502, 503, 504 and 421.
+_ANY = (500, 501, 502, 503, 504)
+_HELLO_RULE = ReplyRule(
+    success={250: _T.HELLO_ACCEPTED},
+    listed_refusals=_codes(*_ANY, 550),
+)
+_AUTH_RULE = ReplyRule(
+    success={235: _T.AUTH_ENDED},
+    intermediate={334: _T.AUTH_CHALLENGED},
+    on_transient=_T.AUTH_ENDED,
+    on_permanent=_T.AUTH_ENDED,
+    listed_refusals=_codes(432, 454, *_ANY, 530, 534, 535, 538),
+    source="RFC 4954 §4, §6",
+)
+
+
+def _chunk_rule(success: Trigger, phase: Phase) -> ReplyRule:
+    """BDAT and BDAT LAST: any refusal fails the transaction (RFC 3030 §2)."""
+    last = success is _T.CONTENT_ANSWERED
+    return ReplyRule(
+        success={250: success},
+        on_transient=_T.BDAT_REFUSED,
+        on_permanent=_T.BDAT_REFUSED,
+        listed_refusals=_codes(451, 452, 503, 552, 554),
+        lmtp_final=_T.CONTENT_ANSWERED if last else None,
+        ends_group=False,
+        phase=phase,
+        source="RFC 3030 §2, §4" + ("; RFC 2033 §4.2" if last else ""),
+    )
+
+
+GREETING_RULE = ReplyRule(
+    success={220: _T.GREETING_ACCEPTED},
+    on_transient=_T.GREETING_DEFERRED,
+    on_permanent=_T.GREETING_REFUSED,
+    listed_refusals=_codes(554),
+    closing=_codes(421),
+    phase=Phase.GREETING,
+    source="RFC 5321 §3.1, §4.3.2 (connection establishment)",
+)
+"""What the server's first reply means (no command is pending for it)."""
+
+REPLY_RULES: Mapping[Verb, ReplyRule] = MappingProxyType(
+    {
+        _V.EHLO: _HELLO_RULE,
+        _V.HELO: _HELLO_RULE,
+        _V.LHLO: ReplyRule(
+            success={250: _T.HELLO_ACCEPTED},
+            listed_refusals=_codes(*_ANY, 550),
+            source="RFC 2033 §4.1",
+        ),
+        _V.MAIL: ReplyRule(
+            success={250: _T.MAIL_ACCEPTED},
+            listed_refusals=_codes(*_ANY, 451, 452, 455, 550, 552, 553, 555),
+            ends_group=False,
+            phase=Phase.MAIL,
+        ),
+        _V.RCPT: ReplyRule(
+            success={250: _T.RCPT_ACCEPTED, 251: _T.RCPT_ACCEPTED},
+            listed_refusals=_codes(*_ANY, 450, 451, 452, 455, 550, 551, 552, 553, 555),
+            ends_group=False,
+            phase=Phase.RCPT,
+        ),
+        _V.DATA: ReplyRule(
+            success={},
+            intermediate={354: _T.DATA_ACCEPTED},
+            listed_refusals=_codes(*_ANY, 451, 452, 554),
+            phase=Phase.DATA_INITIATION,
+        ),
+        _V.MESSAGE_DATA: ReplyRule(
+            success={},
+            ends_group=False,
+            phase=Phase.DATA_BLOCK,
+            answered=False,
+            source="RFC 5321 §4.5.2 (content has no reply of its own)",
+        ),
+        _V.END_OF_DATA: ReplyRule(
+            success={250: _T.CONTENT_ANSWERED},
+            on_transient=_T.CONTENT_ANSWERED,
+            on_permanent=_T.CONTENT_ANSWERED,
+            listed_refusals=_codes(450, 451, 452, 550, 552, 554),
+            lmtp_final=_T.CONTENT_ANSWERED,
+            ends_group=False,
+            phase=Phase.DATA_TERMINATION,
+            source="RFC 5321 §4.3.2 (DATA, after the data); RFC 2033 §4.2",
+        ),
+        _V.BDAT: _chunk_rule(_T.BDAT_ACCEPTED, Phase.DATA_BLOCK),
+        _V.BDAT_LAST: _chunk_rule(_T.CONTENT_ANSWERED, Phase.DATA_TERMINATION),
+        _V.RSET: ReplyRule(success={250: _T.RSET_ACCEPTED}, ends_group=False),
+        _V.NOOP: ReplyRule(success={250: None}),
+        _V.VRFY: ReplyRule(
+            success={250: None, 251: None, 252: None},
+            listed_refusals=_codes(*_ANY, 550, 551, 553),
+        ),
+        _V.EXPN: ReplyRule(
+            success={250: None, 252: None},
+            listed_refusals=_codes(*_ANY, 550),
+        ),
+        _V.HELP: ReplyRule(success={211: None, 214: None}, listed_refusals=_codes(502, 504)),
+        _V.STARTTLS: ReplyRule(
+            success={220: _T.STARTTLS_ACCEPTED},
+            listed_refusals=_codes(454, 501),
+            source="RFC 3207 §4",
+        ),
+        _V.AUTH: _AUTH_RULE,
+        _V.AUTH_RESPONSE: _AUTH_RULE,
+        # RFC 4954 §4: the server rejects a cancelled exchange with 501.
+        _V.AUTH_CANCEL: ReplyRule(
+            success={},
+            on_transient=_T.AUTH_ENDED,
+            on_permanent=_T.AUTH_ENDED,
+            listed_refusals=_codes(501),
+            source="RFC 4954 §4",
+        ),
+        _V.QUIT: ReplyRule(success={221: _T.QUIT_ACCEPTED}),
+    }
+)
+
+
+def classify_reply(rule: ReplyRule, code: int) -> tuple[ReplyKind, Trigger | None]:
+    """What a reply code means under a rule, and the trigger it fires.
+
+    The reference reading of the declarations; the connection uses the cells
+    compile_reply_cells() builds from it.
+    """
+    if code in rule.success:
+        return ReplyKind.SUCCESS, rule.success[code]
+    if code in rule.closing:
+        return ReplyKind.CLOSING, _T.SERVICE_CLOSING
+    if code in rule.intermediate:
+        return ReplyKind.INTERMEDIATE, rule.intermediate[code]
+    klass = code // 100
+    if klass == 4:
+        return ReplyKind.TRANSIENT, rule.on_transient
+    if klass == 5:
+        return ReplyKind.PERMANENT, rule.on_permanent
+    return ReplyKind.VIOLATION, None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyCell:
+    """The compiled meaning of one reply code to one command."""
+
+    kind: ReplyKind
+    trigger: Trigger | None
+
+
+class _ReplyCells(dict[int, ReplyCell]):
+    """A rule's cells, each worked out the first time its code is met.
+
+    A session meets a handful of codes; building all 400 for every rule at
+    import would cost more than most sessions spend on replies.
+    """
+
+    __slots__ = ("_rule", "_shared")
+
+    def __init__(self, rule: ReplyRule) -> None:
+        super().__init__()
+        self._rule = rule
+        self._shared: dict[tuple[ReplyKind, Trigger | None], ReplyCell] = {}
+
+    def __missing__(self, code: int) -> ReplyCell:
+        meaning = classify_reply(self._rule, code)
+        cell = self[code] = self._shared.setdefault(meaning, ReplyCell(*meaning))
+        return cell
+
+
+def compile_reply_cells(rule: ReplyRule) -> Mapping[int, ReplyCell]:
+    """A rule as a lookup: reply code -> ReplyCell (what classify_reply says)."""
+    return _ReplyCells(rule)
+
 
 _IN_TRANSACTION = (_S.MAIL, _S.RCPT, _S.BDAT, _S.TRANSACTION_FAILED)
 _OPEN = (_S.CONNECTED, _S.READY, *_IN_TRANSACTION, _S.DATA, _S.AUTH)
@@ -121,6 +389,9 @@ def _build_transitions() -> dict[tuple[State, Trigger], State]:
     table: dict[tuple[State, Trigger], State] = {
         (_S.GREETING, _T.GREETING_ACCEPTED): _S.CONNECTED,
         (_S.GREETING, _T.GREETING_REFUSED): _S.REFUSED,
+        # A 4xx greeting other than 421 is not in RFC 5321; the server will
+        # not serve this session either way.
+        (_S.GREETING, _T.GREETING_DEFERRED): _S.CLOSING,
         (_S.CONNECTED, _T.HELLO_ACCEPTED): _S.READY,
         (_S.CONNECTED, _T.RSET_ACCEPTED): _S.CONNECTED,
         # A new EHLO is an implicit RSET (RFC 5321 §4.1.4).
@@ -164,79 +435,26 @@ def _build_transitions() -> dict[tuple[State, Trigger], State]:
     return table
 
 
-TRANSITIONS: Mapping[tuple[State, Trigger], State] = _build_transitions()
+TRANSITIONS: Mapping[tuple[State, Trigger], State] = MappingProxyType(_build_transitions())
 
-_V = Verb
 _BETWEEN_TRANSACTIONS = frozenset({_V.RSET, _V.NOOP, _V.HELP, _V.QUIT})
 
-ALLOWED_COMMANDS: Mapping[State, frozenset[Verb]] = {
-    _S.GREETING: frozenset(),
-    _S.REFUSED: frozenset({_V.QUIT}),
-    _S.CONNECTED: _BETWEEN_TRANSACTIONS | {_V.EHLO, _V.HELO, _V.LHLO},
-    _S.READY: _BETWEEN_TRANSACTIONS
-    | {_V.EHLO, _V.HELO, _V.LHLO, _V.MAIL, _V.VRFY, _V.EXPN, _V.STARTTLS, _V.AUTH},
-    _S.MAIL: frozenset({_V.RCPT, _V.RSET, _V.NOOP, _V.QUIT}),
-    _S.RCPT: frozenset({_V.RCPT, _V.DATA, _V.BDAT, _V.BDAT_LAST, _V.RSET, _V.NOOP, _V.QUIT}),
-    _S.DATA: frozenset({_V.MESSAGE_DATA, _V.END_OF_DATA}),
-    _S.BDAT: frozenset({_V.BDAT, _V.BDAT_LAST, _V.RSET, _V.NOOP, _V.QUIT}),
-    _S.TRANSACTION_FAILED: frozenset({_V.RSET, _V.NOOP, _V.QUIT}),
-    _S.AUTH: frozenset({_V.AUTH_RESPONSE}),
-    _S.TLS_HANDSHAKE: frozenset(),
-    _S.CLOSING: frozenset(),
-    _S.CLOSED: frozenset(),
-    _S.ERROR: frozenset(),
-}
-
-# The state a command leads to once the server says yes: what the pipelining
-# projection assumes. Commands absent here leave the state unchanged on success.
-SUCCESS_TRIGGERS: Mapping[Verb, Trigger] = {
-    _V.EHLO: _T.HELLO_ACCEPTED,
-    _V.HELO: _T.HELLO_ACCEPTED,
-    _V.LHLO: _T.HELLO_ACCEPTED,
-    _V.MAIL: _T.MAIL_ACCEPTED,
-    _V.RCPT: _T.RCPT_ACCEPTED,
-    _V.DATA: _T.DATA_ACCEPTED,
-    _V.END_OF_DATA: _T.CONTENT_ANSWERED,
-    _V.BDAT: _T.BDAT_ACCEPTED,
-    _V.BDAT_LAST: _T.CONTENT_ANSWERED,
-    _V.RSET: _T.RSET_ACCEPTED,
-    _V.STARTTLS: _T.STARTTLS_ACCEPTED,
-    _V.AUTH: _T.AUTH_ENDED,
-    _V.AUTH_RESPONSE: _T.AUTH_ENDED,
-    _V.QUIT: _T.QUIT_ACCEPTED,
-}
-
-
-def render_state_machine(fmt: str = "text") -> str:
-    """Render the transition table as ``text``, ``mermaid`` or ``dot`` (Graphviz).
-
-    Raises:
-        ValueError: for an unknown format.
-    """
-    edges = sorted(
-        ((src, trig, dst) for (src, trig), dst in TRANSITIONS.items()),
-        key=lambda edge: (list(State).index(edge[0]), list(Trigger).index(edge[1])),
-    )
-    if fmt == "text":
-        lines = ["States:"]
-        lines += [f"  {state.name:<19} {state.value}" for state in State]
-        lines.append("")
-        lines.append("Transitions:")
-        lines += [f"  {s.name:<19} --[{t.value}]--> {d.name}" for s, t, d in edges]
-        lines.append("")
-        lines.append("Commands allowed in each state:")
-        for state, verbs in ALLOWED_COMMANDS.items():
-            names = ", ".join(v.value for v in Verb if v in verbs) or "(none)"
-            lines.append(f"  {state.name:<19} {names}")
-        return "\n".join(lines) + "\n"
-    if fmt == "mermaid":
-        lines = ["stateDiagram-v2", f"    [*] --> {State.GREETING.name}"]
-        lines += [f"    {s.name} --> {d.name}: {t.value}" for s, t, d in edges]
-        lines.append(f"    {State.CLOSED.name} --> [*]")
-        return "\n".join(lines) + "\n"
-    if fmt == "dot":
-        lines = ["digraph smtp_client {", "    rankdir=LR;", "    node [shape=box];"]
-        lines += [f'    {s.name} -> {d.name} [label="{t.value}"];' for s, t, d in edges]
-        lines.append("}")
-        return "\n".join(lines) + "\n"
-    raise ValueError(f"unknown format {fmt!r}: choose text, mermaid or dot")
+ALLOWED_COMMANDS: Mapping[State, frozenset[Verb]] = MappingProxyType(
+    {
+        _S.GREETING: frozenset(),
+        _S.REFUSED: frozenset({_V.QUIT}),
+        _S.CONNECTED: _BETWEEN_TRANSACTIONS | {_V.EHLO, _V.HELO, _V.LHLO},
+        _S.READY: _BETWEEN_TRANSACTIONS
+        | {_V.EHLO, _V.HELO, _V.LHLO, _V.MAIL, _V.VRFY, _V.EXPN, _V.STARTTLS, _V.AUTH},
+        _S.MAIL: frozenset({_V.RCPT, _V.RSET, _V.NOOP, _V.QUIT}),
+        _S.RCPT: frozenset({_V.RCPT, _V.DATA, _V.BDAT, _V.BDAT_LAST, _V.RSET, _V.NOOP, _V.QUIT}),
+        _S.DATA: frozenset({_V.MESSAGE_DATA, _V.END_OF_DATA}),
+        _S.BDAT: frozenset({_V.BDAT, _V.BDAT_LAST, _V.RSET, _V.NOOP, _V.QUIT}),
+        _S.TRANSACTION_FAILED: frozenset({_V.RSET, _V.NOOP, _V.QUIT}),
+        _S.AUTH: frozenset({_V.AUTH_RESPONSE, _V.AUTH_CANCEL}),
+        _S.TLS_HANDSHAKE: frozenset(),
+        _S.CLOSING: frozenset(),
+        _S.CLOSED: frozenset(),
+        _S.ERROR: frozenset(),
+    }
+)

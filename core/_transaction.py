@@ -1,8 +1,8 @@
 # smtpbee/_transaction
 #
 # The mail transaction, written once for every transport: MAIL, RCPT..., and
-# the content by DATA or BDAT, on top of the session's building blocks (send a
-# group of commands in one write, read the next reply, RSET).
+# the content by DATA or BDAT, on top of the exchange's building blocks (send
+# a group of commands in one write, read the next reply).
 #
 # Theory of operation
 # -------------------
@@ -17,38 +17,52 @@
 #   transaction with a ReplyError after an RSET, so the session can go on; a
 #   DATA that is accepted although every recipient was refused gets the
 #   terminator alone (RFC 2920 §3.1).
-# * send_many overlaps consecutive transactions where RFC 2920 allows it: the
+# * What each reply means comes from the events (accepted or not, a
+#   ContentRequested for the 354, the recipient of each LMTP reply): nothing
+#   here reads a reply code.
+# * send_batch overlaps consecutive transactions where RFC 2920 allows it: the
 #   end of one content and the next envelope share a write, so each message
-#   costs one round trip; every job is settled on its own.
+#   costs one round trip. Every job is settled on its own, and a failure that
+#   ends the session keeps the results already settled: the rest get the error
+#   (OutcomeUnknownError for the one whose content was out).
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._commands import Bdat, Command, Data, EndOfData, Mail, MessageData, Rcpt, Rset
+from ._commands import (
+    MAIL_OPTIONS,
+    RCPT_OPTIONS,
+    Bdat,
+    Command,
+    Data,
+    EndOfData,
+    Mail,
+    MessageData,
+    Rcpt,
+    Rset,
+)
 from ._data import LineEndingNormalizer
 from ._errors import (
     ConnectionLostError,
     InvalidInputError,
     LocalProtocolError,
     OutcomeUnknownError,
-    ProtocolError,
     ReplyError,
     SMTPError,
-    SMTPTimeoutError,
     UnsupportedExtensionError,
     reply_error,
 )
+from ._events import ContentRequested, ReplyReceived
+from ._exchange import Exchange, ReplyEvent
+from ._extensions import Extensions
 from ._replies import Reply
 from ._requests import Procedure, PullBody
 from ._validation import parse_reverse_path
 
-if TYPE_CHECKING:
-    from ._procedures import ClientSession
-
-__all__ = ["BodyInfo", "MailJob", "MailTransactions", "SendResult"]
+__all__ = ["BodyInfo", "MailJob", "MailTransactions", "SendResult", "wants_smtputf8"]
 
 _CHUNK_SIZE = 1 << 20
 # How many BDAT chunks may await their replies: enough to keep a link busy,
@@ -76,6 +90,19 @@ class BodyInfo:
         return cls(size=len(body), eight_bit=not body.isascii())
 
 
+def wants_smtputf8(extensions: Extensions, *, addresses: bool, headers: bool) -> bool:
+    """Whether a message goes as SMTPUTF8 (RFC 6531).
+
+    Args:
+        extensions: what the server offers.
+        addresses: an envelope address is not ASCII (then SMTPUTF8 is
+            required: the transaction is refused without it).
+        headers: the message has non-ASCII header text, which can go as
+            UTF-8 only under SMTPUTF8 (RFC 2047 encoded otherwise).
+    """
+    return addresses or (headers and extensions.smtputf8)
+
+
 @dataclass(slots=True)
 class SendResult:
     """The outcome of one mail transaction.
@@ -100,12 +127,18 @@ class SendResult:
     @property
     def accepted(self) -> list[str]:
         """Recipients the message went to."""
-        return [a for a in self.recipients if a not in self.refused]
+        refused = self.refused
+        return [a for a in self.recipients if a not in refused]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MailJob:
-    """One message for ClientSession.send_many: its envelope and what is known of its body."""
+    """One message: its envelope and what is known of its body.
+
+    ``mail_options`` holds Mail's keyword arguments (size, body, ret, envid,
+    requiretls, mt_priority, auth, extra); ``rcpt_options`` Rcpt's (notify,
+    orcpt, extra), applied to every recipient.
+    """
 
     sender: str
     recipients: Sequence[str]
@@ -115,22 +148,38 @@ class MailJob:
     rcpt_options: Mapping[str, Any] | None = None
 
 
+def _check_options(options: Mapping[str, Any] | None, valid: frozenset[str], what: str) -> None:
+    unknown = sorted(set(options or ()) - valid)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown {what} {', '.join(map(repr, unknown))}: the keys are"
+            f" {', '.join(sorted(valid))}"
+        )
+
+
 class MailTransactions:
-    """The mail-transaction procedures of one ClientSession."""
+    """The mail-transaction procedures over one Exchange."""
 
-    def __init__(self, session: ClientSession) -> None:
-        self._session = session
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
+        self._conn = exchange.conn
+        # Whether the body being sent was read to its end (b""): a batch
+        # hands out its bodies one after another, so a job that ends early
+        # must have the rest of its body skipped, or the next job would send it.
+        self._body_ended = False
 
-    def send_mail(
-        self,
-        sender: str,
-        recipients: Iterable[str],
-        *,
-        body: BodyInfo,
-        smtputf8: bool = False,
-        mail_options: Mapping[str, Any] | None = None,
-        rcpt_options: Mapping[str, Any] | None = None,
-    ) -> Procedure:
+    def _pull(self) -> Procedure[bytes]:
+        piece: bytes = yield PullBody()
+        if not piece:
+            self._body_ended = True
+        return piece
+
+    def _skip_body(self) -> Procedure[None]:
+        """Consume what is left of a job's body unsent, so the next job's body comes next."""
+        while not self._body_ended:
+            yield from self._pull()
+
+    def sendmail(self, job: MailJob) -> Procedure[SendResult]:
         """One mail transaction: MAIL, RCPT..., DATA or BDAT; the body is pulled.
 
         Pipelined when the server offers PIPELINING, chunked when it offers
@@ -142,44 +191,36 @@ class MailTransactions:
                 holds each reply), or the content refused. The transaction is
                 reset first, so the session can go on.
             LocalProtocolError: bad input; nothing was sent.
-            OutcomeUnknownError: the connection failed after the content.
+            OutcomeUnknownError: the connection failed after content was
+                written (``.recipients`` says who would have it).
         """
-        mail, rcpts, chunked = self._prepare(
-            sender, recipients, body, smtputf8, mail_options, rcpt_options
-        )
+        mail, rcpts, chunked = self._prepare(job)
         result = SendResult(recipients={})
         try:
-            return (yield from self._transaction(mail, rcpts, body, chunked, result))
+            return (yield from self._transaction(mail, rcpts, job.body, chunked, result))
         except OutcomeUnknownError as exc:
-            # Who was accepted before the outcome became unknown.
             exc.recipients = dict(result.recipients)
             raise
 
-    def _prepare(
-        self,
-        sender: str,
-        recipients: Iterable[str],
-        body: BodyInfo,
-        smtputf8: bool,
-        mail_options: Mapping[str, Any] | None,
-        rcpt_options: Mapping[str, Any] | None,
-    ) -> tuple[Mail, list[Rcpt], bool]:
+    def _prepare(self, job: MailJob) -> tuple[Mail, list[Rcpt], bool]:
         """The MAIL and RCPT commands for a message, checked; whether to use BDAT."""
+        _check_options(job.mail_options, MAIL_OPTIONS, "mail_options key")
+        _check_options(job.rcpt_options, RCPT_OPTIONS, "rcpt_options key")
         # A recipient named twice would get two RCPTs but one entry in the
         # result, and LMTP would then answer more often than counted.
-        recipients = list(dict.fromkeys(recipients))
+        recipients = list(dict.fromkeys(job.recipients))
         if not recipients:
             raise InvalidInputError("at least one recipient is needed")
-        ext = self._session.conn.extensions
-        rcpts = [Rcpt(recipient=r, **dict(rcpt_options or {})) for r in recipients]
-        sender_path = parse_reverse_path(sender)
-        needs_utf8 = (
-            smtputf8
-            or (sender_path is not None and sender_path.needs_smtputf8)
-            or any(r.needs_smtputf8 for r in rcpts)
+        ext = self._conn.extensions
+        rcpts = [Rcpt(recipient=r, **dict(job.rcpt_options or {})) for r in recipients]
+        sender_path = parse_reverse_path(job.sender)
+        international = (sender_path is not None and sender_path.needs_smtputf8) or any(
+            r.needs_smtputf8 for r in rcpts
         )
-        mail_args: dict[str, Any] = dict(mail_options or {})
+        needs_utf8 = job.smtputf8 or international
+        mail_args: dict[str, Any] = dict(job.mail_options or {})
         mail_args.setdefault("smtputf8", needs_utf8)
+        body = job.body
         if body.binary:
             mail_args.setdefault("body", "BINARYMIME")
         elif body.eight_bit or (body.eight_bit is None and ext.eightbitmime):
@@ -191,18 +232,18 @@ class MailTransactions:
                 )
         if body.size is not None and ext.supports_size:
             mail_args.setdefault("size", body.size)
-        mail = Mail(sender=sender, **mail_args)
-        chunked = ext.chunking and (self._session.conn.pipelining or body.binary)
+        mail = Mail(sender=job.sender, **mail_args)
+        chunked = ext.chunking and (self._conn.pipelining or body.binary)
         return mail, rcpts, chunked
 
     def _transaction(
         self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool, result: SendResult
-    ) -> Procedure:
-        if self._session.conn.pipelining:
+    ) -> Procedure[SendResult]:
+        if self._conn.pipelining:
             return (yield from self._pipelined_transaction(mail, rcpts, body, chunked, result))
         return (yield from self._lockstep_transaction(mail, rcpts, body, chunked, result))
 
-    def send_many(self, jobs: Iterable[MailJob]) -> Procedure:
+    def send_batch(self, jobs: Iterable[MailJob]) -> Procedure[list[SendResult | SMTPError]]:
         """Several mail transactions on this session, each settled on its own.
 
         With PIPELINING (and DATA), consecutive transactions overlap as RFC 2920
@@ -210,31 +251,26 @@ class MailTransactions:
         next MAIL, RCPTs and DATA go out in one write, so each message costs one
         round trip. With CHUNKING each message is already one round trip.
 
-        Returns a list with one entry per job, in order: its SendResult, the
-        SMTPError that ended it (a refusal, bad input, or — for the message
-        whose final reply was lost — OutcomeUnknownError), or None for jobs
-        never tried because the session ended first.
+        Returns one entry per job, in order: its SendResult, or the SMTPError
+        that ended it (a refusal, bad input). When the session ends midway,
+        the jobs settled before keep their results, the message whose content
+        was out gets OutcomeUnknownError (or the server's 421), and every other
+        job the error that ended the session.
         """
         jobs = list(jobs)
         results: list[SendResult | SMTPError | None] = [None] * len(jobs)
+        conn = self._conn
         # With CHUNKING a message is one round trip already; LMTP's replies per
         # recipient make overlapping more trouble than it saves.
-        ext = self._session.conn.extensions
-        overlap = self._session.conn.pipelining and not self._session.conn.lmtp and not ext.chunking
+        overlap = conn.pipelining and not conn.lmtp and not conn.extensions.chunking
         carry: list[Command] = []
         awaiting: tuple[int, SendResult] | None = None
         index = -1
         try:
             for index, job in enumerate(jobs):
+                self._body_ended = False
                 try:
-                    mail, rcpts, chunked = self._prepare(
-                        job.sender,
-                        job.recipients,
-                        job.body,
-                        job.smtputf8,
-                        job.mail_options,
-                        job.rcpt_options,
-                    )
+                    mail, rcpts, chunked = self._prepare(job)
                 except LocalProtocolError as exc:
                     results[index] = exc
                     yield from self._skip_body()
@@ -244,71 +280,88 @@ class MailTransactions:
                         results[index] = yield from self._transaction(
                             mail, rcpts, job.body, chunked, SendResult(recipients={})
                         )
-                    except ReplyError as exc:
+                    except (ReplyError, LocalProtocolError) as exc:
+                        if not conn.open:
+                            raise
                         results[index] = exc
+                        yield from self._skip_body()
                     continue
-                yield from self._send_content([*carry, mail, *rcpts, Data()])
+                try:
+                    yield from self._exchange.send([*carry, mail, *rcpts, Data()])
+                except LocalProtocolError as exc:
+                    # Nothing of the group went out: end the previous message
+                    # alone, and this job fails on its own.
+                    if carry:
+                        yield from self._exchange.send(carry)
+                    results[index] = exc
+                    carry = []
+                    if awaiting is not None:
+                        results[awaiting[0]] = yield from self._settle(awaiting[1])
+                        awaiting = None
+                    yield from self._skip_body()
+                    continue
                 carry = []
                 if awaiting is not None:
                     results[awaiting[0]] = yield from self._settle(awaiting[1])
                     awaiting = None
                 result = SendResult(recipients={})
-                data_reply, failure = yield from self._envelope_replies(mail, rcpts, result)
-                if failure is not None or data_reply.code != 354:
-                    results[index] = yield from self._abandon(failure, data_reply)
+                opener, failure = yield from self._envelope_replies(mail, rcpts, result)
+                if failure is not None or not isinstance(opener, ContentRequested):
+                    results[index] = yield from self._abandon(failure, opener)
                     yield from self._skip_body()
                     continue
                 carry = yield from self._stream_content([EndOfData()], write_last=False)
                 awaiting = (index, result)
             if awaiting is not None:
-                yield from self._send_content(carry)
+                yield from self._exchange.send(carry)
                 results[awaiting[0]] = yield from self._settle(awaiting[1])
-        except (ConnectionLostError, SMTPTimeoutError, OutcomeUnknownError, ProtocolError) as exc:
-            # The session is over. The message whose content was handed over may
-            # have been delivered; the one whose envelope was on its way was not.
+        except SMTPError as exc:
+            # The session is over. The message whose content was out has the
+            # error the exchange chose for it (OutcomeUnknownError, or the
+            # server's answer); the others were not delivered.
             if awaiting is not None:
-                results[awaiting[0]] = _outcome_unknown(exc)
-            if results[index] is None:
-                results[index] = _envelope_lost(exc) if awaiting is not None else exc
-        return results
+                results[awaiting[0]] = exc
+            lost = _envelope_lost(exc)
+            for later in range(max(index, 0), len(jobs)):
+                if results[later] is None:
+                    results[later] = exc if awaiting is None and later == index else lost
+        return [result for result in results if result is not None]
 
-    def _envelope_replies(self, mail: Mail, rcpts: list[Rcpt], result: SendResult) -> Procedure:
-        """The replies to MAIL, each RCPT and DATA; the envelope's failure, if any."""
-        mail_reply = (yield from self._session._reply()).reply
+    def _envelope_replies(
+        self, mail: Mail, rcpts: list[Rcpt], result: SendResult
+    ) -> Procedure[tuple[ReplyEvent, ReplyError | None]]:
+        """The replies to MAIL, each RCPT and the opener; the envelope's failure, if any."""
+        reply = self._exchange.reply
+        mail_event = yield from reply()
         for rcpt in rcpts:
-            result.recipients[rcpt.recipient] = (yield from self._session._reply()).reply
-        data_reply = (yield from self._session._reply()).reply
-        return data_reply, _envelope_failure(mail, mail_reply, result)
+            result.recipients[rcpt.recipient] = (yield from reply()).reply
+        opener = yield from reply()
+        return opener, _envelope_failure(mail, mail_event, result)
 
-    def _abandon(self, failure: ReplyError | None, data_reply: Reply) -> Procedure:
-        """End a transaction whose envelope or DATA was refused; return the error."""
-        if data_reply.code == 354:
+    def _abandon(self, failure: ReplyError | None, opener: ReplyEvent) -> Procedure[ReplyError]:
+        """End a transaction whose envelope or opener was refused; return the error."""
+        if isinstance(opener, ContentRequested):
             # RFC 2920 §3.1: DATA accepted with no recipient: end it at once.
-            yield from self._session._send([EndOfData()])
-            yield from self._session._reply()
+            yield from self._exchange.send([EndOfData()])
+            yield from self._exchange.reply()
         yield from self._reset()
-        return failure or reply_error(data_reply, command="DATA", phase="DATA")
+        return failure or reply_error(opener.reply, command="DATA", phase="DATA")
 
-    def _settle(self, result: SendResult) -> Procedure:
+    def _settle(self, result: SendResult) -> Procedure[SendResult | SMTPError]:
         """Read the final reply of an overlapped transaction.
 
         No RSET on failure: the transaction is over, and the next one is
         already on its way.
         """
-        reply = (yield from self._session._reply()).reply
-        result.data = reply
-        if reply.is_success:
+        event = yield from self._exchange.reply()
+        result.data = event.reply
+        if isinstance(event, ReplyReceived) and event.accepted:
             return result
-        return reply_error(reply, phase="DATA (end of content)")
-
-    def _skip_body(self) -> Procedure:
-        """Consume a job's body unsent, so the next job's body comes next."""
-        while (yield PullBody()):
-            pass
+        return reply_error(event.reply, phase="DATA (end of content)")
 
     def _pipelined_transaction(
         self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool, result: SendResult
-    ) -> Procedure:
+    ) -> Procedure[SendResult]:
         normalizer = None if body.binary else LineEndingNormalizer()
         opener: Bdat | Data
         if chunked:
@@ -316,22 +369,23 @@ class MailTransactions:
             opener = Bdat(data, last=last)
         else:
             opener = Data()
-        yield from self._session._send([mail, *rcpts, opener])
-        opener_reply, failure = yield from self._envelope_replies(mail, rcpts, result)
+        yield from self._exchange.send([mail, *rcpts, opener])
+        opener_event, failure = yield from self._envelope_replies(mail, rcpts, result)
         if failure is not None:
-            raise (yield from self._abandon(failure, opener_reply))
+            raise (yield from self._abandon(failure, opener_event))
         if isinstance(opener, Bdat):
-            return (yield from self._chunks(result, opener, opener_reply, normalizer))
-        return (yield from self._data_content(result, opener_reply))
+            return (yield from self._chunks(result, opener, opener_event, normalizer))
+        return (yield from self._data_content(result, opener_event))
 
     def _lockstep_transaction(
         self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool, result: SendResult
-    ) -> Procedure:
-        mail_reply = yield from self._session.command(mail)
-        if mail_reply.is_success:
+    ) -> Procedure[SendResult]:
+        command = self._exchange.command
+        mail_event = yield from command(mail)
+        if mail_event.accepted:
             for rcpt in rcpts:
-                result.recipients[rcpt.recipient] = yield from self._session.command(rcpt)
-        failure = _envelope_failure(mail, mail_reply, result)
+                result.recipients[rcpt.recipient] = (yield from command(rcpt)).reply
+        failure = _envelope_failure(mail, mail_event, result)
         if failure is not None:
             yield from self._reset()
             raise failure
@@ -339,12 +393,14 @@ class MailTransactions:
             normalizer = None if body.binary else LineEndingNormalizer()
             data, last = yield from self._next_chunk(normalizer)
             opener = Bdat(data, last=last)
-            opener_reply = yield from self._session.command(opener)
-            return (yield from self._chunks(result, opener, opener_reply, normalizer))
-        data_reply = yield from self._session.command(Data())
-        return (yield from self._data_content(result, data_reply))
+            opener_event = yield from command(opener)
+            return (yield from self._chunks(result, opener, opener_event, normalizer))
+        data_event = yield from command(Data())
+        return (yield from self._data_content(result, data_event))
 
-    def _stream_content(self, trailer: list[Command], *, write_last: bool = True) -> Procedure:
+    def _stream_content(
+        self, trailer: list[Command], *, write_last: bool = True
+    ) -> Procedure[list[Command]]:
         """Pull the body and send it as DATA content, then ``trailer`` (EndOfData...).
 
         Small pieces are gathered up to _WRITE_SIZE, and the last piece goes in
@@ -355,7 +411,7 @@ class MailTransactions:
         held: list[bytes] = []
         held_size = 0
         while True:
-            piece = yield PullBody()
+            piece = yield from self._pull()
             if piece:
                 held.append(piece)
                 held_size += len(piece)
@@ -371,18 +427,18 @@ class MailTransactions:
             if not piece:
                 return []
 
-    def _send_content(self, group: list[Command]) -> Procedure:
+    def _send_content(self, group: list[Command]) -> Procedure[None]:
         try:
-            yield from self._session._send(group)
+            yield from self._exchange.send(group)
         except LocalProtocolError:
             # Ending the content now would deliver a truncated message,
             # and DATA has no other way out: the session must die.
-            self._session.conn.send_failed()
+            self._conn.send_failed()
             raise
 
-    def _data_content(self, result: SendResult, data_reply: Reply) -> Procedure:
-        if data_reply.code != 354:
-            raise (yield from self._abandon(None, data_reply))
+    def _data_content(self, result: SendResult, opener: ReplyEvent) -> Procedure[SendResult]:
+        if not isinstance(opener, ContentRequested):
+            raise (yield from self._abandon(None, opener))
         yield from self._stream_content([EndOfData()])
         return (yield from self._final_replies(result, "DATA"))
 
@@ -390,77 +446,85 @@ class MailTransactions:
         self,
         result: SendResult,
         chunk: Bdat,
-        reply: Reply,
+        event: ReplyEvent,
         normalizer: LineEndingNormalizer | None,
-    ) -> Procedure:
+    ) -> Procedure[SendResult]:
         """Go on with BDAT after the first chunk was answered.
 
         With PIPELINING up to _CHUNKS_IN_FLIGHT chunks go out before their
         replies are read (RFC 3030 §4.2), so a large message does not wait a
         round trip per chunk; without it, each chunk waits for its reply.
         """
-        session = self._session
-        window = _CHUNKS_IN_FLIGHT if session.conn.pipelining else 1
+        exchange = self._exchange
+        window = _CHUNKS_IN_FLIGHT if self._conn.pipelining else 1
         unanswered: deque[Bdat] = deque()
         last_sent = chunk.last
         while True:
-            if session.conn.lmtp and chunk.last:
-                return (yield from self._lmtp_delivery(result, reply, "BDAT"))
-            if not reply.is_success:
+            if self._conn.lmtp and chunk.last:
+                return (yield from self._lmtp_delivery(result, event, "BDAT"))
+            if not event.accepted:
                 for _ in unanswered:  # already on their way: their replies come first
-                    yield from session._reply()
+                    yield from exchange.reply()
                 yield from self._reset()
-                raise reply_error(reply, command=chunk.transcript_line(), phase="BDAT")
+                raise reply_error(event.reply, command=chunk.transcript_line(), phase="BDAT")
             if chunk.last:
-                result.data = reply
+                result.data = event.reply
                 return result
             while not last_sent and len(unanswered) < window:
                 data, last_sent = yield from self._next_chunk(normalizer)
                 following = Bdat(data, last=last_sent)
                 try:
-                    yield from session._send([following])
+                    yield from exchange.send([following])
                 except LocalProtocolError:
                     # Nothing of this chunk went out: abandon the transaction.
                     for _ in unanswered:
-                        yield from session._reply()
+                        yield from exchange.reply()
                     yield from self._reset()
                     raise
                 unanswered.append(following)
             chunk = unanswered.popleft()
-            reply = (yield from session._reply()).reply
+            event = yield from exchange.reply()
 
-    def _final_replies(self, result: SendResult, phase: str) -> Procedure:
-        first = (yield from self._session._reply()).reply
-        if self._session.conn.lmtp:
+    def _final_replies(self, result: SendResult, phase: str) -> Procedure[SendResult]:
+        first = yield from self._exchange.reply()
+        if self._conn.lmtp:
             return (yield from self._lmtp_delivery(result, first, phase))
-        result.data = first
-        if not first.is_success:
+        result.data = first.reply
+        if not first.accepted:
             yield from self._reset()
-            raise reply_error(first, phase=f"{phase} (end of content)")
+            raise reply_error(first.reply, phase=f"{phase} (end of content)")
         return result
 
-    def _lmtp_delivery(self, result: SendResult, first: Reply, phase: str) -> Procedure:
-        # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
-        accepted = [a for a, r in result.recipients.items() if r.is_success]
-        reply = first
-        for index, address in enumerate(accepted):
-            if index:
-                reply = (yield from self._session._reply()).reply
-            result.delivery[address] = reply
-        result.data = reply
-        if not any(r.is_success for r in result.delivery.values()):
+    def _lmtp_delivery(
+        self, result: SendResult, first: ReplyEvent, phase: str
+    ) -> Procedure[SendResult]:
+        # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order; the
+        # connection binds each to its recipient and keeps the command pending
+        # until the last one.
+        event = first
+        while True:
+            # Only reached with a recipient accepted: a refused envelope was reset.
+            assert isinstance(event, ReplyReceived) and event.recipient is not None
+            result.delivery[event.recipient] = event.reply
+            result.data = event.reply
+            if not self._conn.pending or self._conn.pending[0] is not event.command:
+                break
+            event = yield from self._exchange.reply()
+        if not any(reply.is_success for reply in result.delivery.values()):
             yield from self._reset()
-            error = reply_error(reply, phase=f"{phase} (LMTP delivery to every recipient failed)")
+            error = reply_error(
+                event.reply, phase=f"{phase} (LMTP delivery to every recipient failed)"
+            )
             error.recipients = dict(result.delivery)
             raise error
         return result
 
-    def _next_chunk(self, normalizer: LineEndingNormalizer | None) -> Procedure:
+    def _next_chunk(self, normalizer: LineEndingNormalizer | None) -> Procedure[tuple[bytes, bool]]:
         """The next BDAT chunk, up to about _CHUNK_SIZE, and whether it is the last."""
         parts: list[bytes] = []
         size = 0
         while size < _CHUNK_SIZE:
-            piece = yield PullBody()
+            piece = yield from self._pull()
             if not piece:
                 if normalizer is not None:
                     parts.append(normalizer.end())
@@ -471,19 +535,19 @@ class MailTransactions:
             size += len(piece)
         return b"".join(parts), False
 
-    def _reset(self) -> Procedure:
+    def _reset(self) -> Procedure[None]:
         """RSET after a failed transaction.
 
         Only reached while the session is alive: a 421, a closed connection
-        or an I/O error has already raised out of _reply.
+        or an I/O error has already raised out of the exchange.
         """
-        yield from self._session.command(Rset())
+        yield from self._exchange.command(Rset())
 
 
-def _envelope_failure(mail: Mail, mail_reply: Reply, result: SendResult) -> ReplyError | None:
+def _envelope_failure(mail: Mail, mail_event: ReplyEvent, result: SendResult) -> ReplyError | None:
     """The error that ends a transaction whose MAIL or every RCPT was refused."""
-    if not mail_reply.is_success:
-        return reply_error(mail_reply, command=mail.transcript_line(), phase="MAIL")
+    if not mail_event.accepted:
+        return reply_error(mail_event.reply, command=mail.transcript_line(), phase="MAIL")
     replies = list(result.recipients.values())
     if any(r.is_success for r in replies):
         return None
@@ -493,15 +557,8 @@ def _envelope_failure(mail: Mail, mail_reply: Reply, result: SendResult) -> Repl
     return error
 
 
-def _outcome_unknown(exc: SMTPError) -> OutcomeUnknownError:
-    if isinstance(exc, OutcomeUnknownError):
-        return exc
-    unknown = OutcomeUnknownError(f"{exc}: the message may have been accepted")
-    unknown.__cause__ = exc
-    return unknown
-
-
 def _envelope_lost(exc: SMTPError) -> SMTPError:
+    """The error of a job the session ended before its content went out."""
     if not isinstance(exc, OutcomeUnknownError):
         return exc
     lost = ConnectionLostError("the session ended before this message's content was sent")

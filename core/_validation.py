@@ -87,6 +87,7 @@ _FORBIDDEN_TEXT: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udff
 #   quoted-pairSMTP = %d92 %d32-126
 _ATEXT: Final = r"(?:[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]|[^\x00-\x7f\s])"
 _DOT_STRING: Final = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
+_ATOM: Final = re.compile(rf"{_ATEXT}+")
 _QUOTED_STRING: Final = re.compile(
     r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e]|[^\x00-\x7f])*"'
 )
@@ -484,6 +485,23 @@ def xtext_decode(value: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInputError(f"xtext {value!a} does not decode to UTF-8") from None
+
+
+def smtp_string(value: str, what: str) -> str:
+    """value as an RFC 5321 String: itself when it is an Atom, else a Quoted-string.
+
+    ``String = Atom / Quoted-string`` is the one argument of VRFY, EXPN, HELP
+    and NOOP (§4.1.1.6-9). Quoting keeps a space from starting a parameter:
+    ``"postmaster SMTPUTF8"`` stays one string.
+
+    Raises:
+        InvalidInputError: a control character (checked by check_text).
+        TypeError: value is not a str.
+    """
+    check_text(value, what)
+    if _ATOM.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def check_esmtp_keyword(keyword: str) -> None:

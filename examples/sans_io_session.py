@@ -73,12 +73,19 @@ def main() -> None:
     )
     replies = b"".join(SERVER_SAYS[k] for k in ("MAIL", "RCPT", "RCPT-refused", "DATA"))
     for event in receive(conn, replies):
+        if isinstance(event, smtpbee.ContentRequested):
+            # The 354 is not a final answer: it asks for the message content.
+            print(f"  -> 'DATA' got {event.reply}: the server asks for the content")
+            continue
         assert isinstance(event, smtpbee.ReplyReceived) and event.command is not None
-        print(f"  -> {event.command.transcript_line()!r} got {event.reply}")
+        verdict = "accepted" if event.accepted else f"refused: {event.kind.value}"
+        print(f"  -> {event.command.transcript_line()!r} got {event.reply} ({verdict})")
     print(f"[state {conn.state.name}; accepted {conn.accepted_recipients}]")
 
     send(conn, smtpbee.MessageData(MESSAGE), smtpbee.EndOfData())
-    receive(conn, SERVER_SAYS["content"])
+    (final,) = receive(conn, SERVER_SAYS["content"])
+    assert isinstance(final, smtpbee.ReplyReceived)
+    print(f"[the message was {'accepted' if final.accepted else 'refused'}]")
     send(conn, smtpbee.Quit())
     receive(conn, SERVER_SAYS["QUIT"])
     receive(conn, b"")  # the server closes the connection

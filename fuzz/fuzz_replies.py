@@ -14,7 +14,11 @@
 #   * after such an error the connection is in State.ERROR, refuses to send
 #     and refuses to produce more events;
 #   * the payload fed whole and fed in two pieces (then EOF) gives the same
-#     events, the same error class and the same final state.
+#     events, the same error class and the same final state;
+#   * every event says what the declarations in smtpbee._state say of its
+#     reply: a ReplyReceived's kind is classify_reply's for its command (a
+#     success only on the codes the rule lists, never a violation), 354 comes
+#     only as ContentRequested to DATA, 334 only as an AUTH challenge.
 """Atheris harness: a Connection fed hostile server bytes, whole and split."""
 
 from __future__ import annotations
@@ -41,8 +45,16 @@ with atheris.instrument_imports():
     )
     from smtpbee._connection import Connection
     from smtpbee._errors import LocalProtocolError, RemoteProtocolError
-    from smtpbee._events import NEED_DATA, PAUSED, Event
-    from smtpbee._state import State
+    from smtpbee._events import (
+        NEED_DATA,
+        PAUSED,
+        AuthChallengeReceived,
+        ContentRequested,
+        Event,
+        GreetingReceived,
+        ReplyReceived,
+    )
+    from smtpbee._state import GREETING_RULE, REPLY_RULES, ReplyKind, State, Verb, classify_reply
 
 __all__ = ["SCENARIOS", "feed_and_drain", "main", "test_one_input"]
 
@@ -179,9 +191,30 @@ def _drain(conn: Connection, events: list[Event | str]) -> bool:
                 events.append("PAUSED")
             return True
         assert isinstance(event, Event), event
+        _check_meaning(event)
         events.append(event)
         if conn.state is State.CLOSED:
             return False
+
+
+def _check_meaning(event: Event) -> None:
+    """The event says what the declarations say of its reply code."""
+    if isinstance(event, GreetingReceived):
+        kind, _ = classify_reply(GREETING_RULE, event.reply.code)
+        assert event.kind is kind, event
+        assert event.accepted == (event.reply.code == 220), event
+    elif isinstance(event, ReplyReceived):
+        if event.command is None:  # a 421 nobody asked for
+            assert event.closing and event.reply.code == 421, event
+            return
+        kind, _ = classify_reply(REPLY_RULES[event.command.verb], event.reply.code)
+        assert event.kind is kind, event
+        assert kind not in (ReplyKind.VIOLATION, ReplyKind.INTERMEDIATE), event
+    elif isinstance(event, ContentRequested):
+        assert event.reply.code == 354 and event.command.verb is Verb.DATA, event
+        assert not event.accepted
+    elif isinstance(event, AuthChallengeReceived):
+        assert event.reply.code == 334 and not event.accepted, event
 
 
 def feed_and_drain(conn: Connection, pieces: list[bytes]) -> Outcome:

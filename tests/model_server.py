@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from smtpbee._requests import PullBody, Read, UpgradeTLS, Write
+from smtpbee._requests import Poll, PullBody, Read, UpgradeTLS, Write
 
 DEFAULT_EXTENSIONS = (
     "PIPELINING",
@@ -47,6 +47,9 @@ class ModelServer:
     refuse_content: bool = False
     refuse_content_containing: bytes | None = None
     tls: bool = False
+    # A sloppy server: the next positive (2xx/3xx) reply goes out with this
+    # code instead (e.g. aiosmtpd's 250 to HELP). Used once, then cleared.
+    recode: int | None = None
     received: bytearray = field(default_factory=bytearray)
     delivered: list[Delivered] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
@@ -102,7 +105,19 @@ class ModelServer:
                     self._data += (line[1:] if line.startswith(b".") else line) + b"\r\n"
                 continue
             out += self._command(line)
-        return bytes(out)
+        return self._recoded(bytes(out))
+
+    def _recoded(self, out: bytes) -> bytes:
+        """out with its first reply's code replaced by ``recode``, if that reply is positive."""
+        code, self.recode = self.recode, None
+        if code is None or not out or out[:1] not in b"23":
+            return out
+        lines = out.split(b"\r\n")
+        for i, line in enumerate(lines):
+            lines[i] = b"%03d" % code + line[3:]
+            if line[3:4] == b" ":
+                break
+        return b"\r\n".join(lines)
 
     def _ehlo_reply(self, verb: str) -> bytes:
         if self.refuse_ehlo and verb == "EHLO":
@@ -264,5 +279,8 @@ def run_procedure(
             result = tls_verified
         elif isinstance(request, PullBody):
             result = next(chunks, b"")
+        elif isinstance(request, Poll):
+            result = bytes(outbox) or None
+            outbox.clear()
         else:  # pragma: no cover - a new request type would need serving here
             raise AssertionError(f"unknown request {request!r}")

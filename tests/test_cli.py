@@ -322,6 +322,39 @@ def test_a_4xx_is_75(scripted_server: Any, message_file: Path, transport: str) -
     server.join()
 
 
+def test_server_text_is_shown_escaped_and_json_is_ascii(
+    scripted_server: Any, transport: str
+) -> None:
+    hostile = "R\u00e9essayez \x1b[2J\u202eplus tard"
+    server = scripted_server(
+        [
+            GREETING,
+            expect(b"EHLO"),
+            send(PLAIN_EHLO),
+            expect(b"MAIL FROM:<a@example.test>"),
+            send(f"451 4.3.0 {hostile}\r\n".encode()),
+            expect(b"RSET"),
+            send(b"250 OK\r\n"),
+            expect(b"QUIT"),
+            send(b"221 Bye\r\n"),
+        ]
+    )
+    run = smtpbee(
+        *plain(server, "--from", "a@example.test", "--to", "b@example.test", "--body", "x"),
+        *("--transport", transport, "--json", "--transcript"),
+    )
+    assert run.returncode == 75
+    # JSON is ASCII: the accent travels as \\u00e9 and parses back to itself.
+    assert run.stdout.isascii() and "\\u00e9" in run.stdout
+    shown = "R\u00e9essayez \\x1b[2J\\u202eplus tard"
+    assert as_json(run)["error"]["text"] == f"451 to MAIL FROM:<a@example.test>: {shown}"
+    # A person's terminal gets the controls escaped, the accent kept.
+    assert "\x1b" not in run.stderr and "\u202e" not in run.stderr
+    assert f"S: 451 4.3.0 {shown}" in run.stderr.splitlines()
+    assert run.stderr.splitlines()[-1].endswith(shown)
+    server.join()
+
+
 def test_a_refused_connection_is_75(transport: str) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -449,7 +482,12 @@ def test_auth_over_plaintext_needs_the_opt_in(aiosmtpd_server: AiosmtpdServer) -
         SMTPBEE_PASSWORD=ALICE_PASSWORD,
     )
     assert run.returncode == 77
-    assert as_json(run)["error"]["kind"] == "auth_insecure"
+    error = as_json(run)["error"]
+    assert error["kind"] == "auth_insecure"
+    # The advice names the option, not the library's argument.
+    assert "not encrypted" in error["text"] and "--allow-insecure-auth" in error["text"]
+    assert "allow_insecure" not in error["text"]
+    assert "--allow-insecure-auth" in run.stderr
     assert aiosmtpd_server.messages == []
 
 
@@ -507,6 +545,15 @@ def test_cafile_insecure_and_untrusted(fixture: str, request: pytest.FixtureRequ
     assert result["insecure"] is True
     assert result["tls"]["verified"] is False
     assert "NOT verified" in insecure.stderr
+
+    # No password goes over TLS whose certificate was not checked, unless asked for.
+    unverified_login = smtpbee(
+        *common, "--insecure", "--user", "alice", SMTPBEE_PASSWORD=ALICE_PASSWORD
+    )
+    assert unverified_login.returncode == 77
+    error = as_json(unverified_login)["error"]
+    assert error["kind"] == "auth_insecure"
+    assert "not verified" in error["text"] and "--allow-insecure-auth" in error["text"]
 
     untrusted = smtpbee(*common)
     assert untrusted.returncode == 76

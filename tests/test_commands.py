@@ -245,7 +245,14 @@ def test_rcpt_utf8() -> None:
         (Help("MAIL"), b"HELP MAIL\r\n", Verb.HELP),
         (Vrfy("postmaster"), b"VRFY postmaster\r\n", Verb.VRFY),
         (Expn("staff"), b"EXPN staff\r\n", Verb.EXPN),
-        (AuthCancel(), b"*\r\n", Verb.AUTH_RESPONSE),
+        # RFC 5321 String: an Atom as is, anything else as a Quoted-string,
+        # so the argument can never add a parameter of its own.
+        (Vrfy("postmaster SMTPUTF8"), b'VRFY "postmaster SMTPUTF8"\r\n', Verb.VRFY),
+        (Vrfy('a"b\\c'), b'VRFY "a\\"b\\\\c"\r\n', Verb.VRFY),
+        (Expn("staff", smtputf8=True), b"EXPN staff SMTPUTF8\r\n", Verb.EXPN),
+        (Noop("hi there"), b'NOOP "hi there"\r\n', Verb.NOOP),
+        (Help("MAIL FROM"), b'HELP "MAIL FROM"\r\n', Verb.HELP),
+        (AuthCancel(), b"*\r\n", Verb.AUTH_CANCEL),
         (Auth("plain"), b"AUTH PLAIN\r\n", Verb.AUTH),
         (Auth("PLAIN", b""), b"AUTH PLAIN =\r\n", Verb.AUTH),
         (Auth("PLAIN", b"\0u\0p"), b"AUTH PLAIN AHUAcA==\r\n", Verb.AUTH),
@@ -272,6 +279,50 @@ def test_text_commands() -> None:
             Vrfy(empty)
         with pytest.raises(InvalidInputError, match="needs an argument"):
             Expn(empty)
+
+
+def test_lookups_can_ask_for_smtputf8() -> None:
+    assert Vrfy("jörg", smtputf8=True).to_bytes(smtputf8=True) == "VRFY jörg SMTPUTF8\r\n".encode()
+    # The parameter alone needs the server's SMTPUTF8, even for an ASCII argument.
+    assert Expn("staff", smtputf8=True).needs_smtputf8
+    assert not Expn("staff").needs_smtputf8
+
+
+@pytest.mark.parametrize(
+    ("build", "attribute"),
+    [
+        (lambda v: MessageData(v), "data"),
+        (lambda v: Bdat(v), "data"),
+        (lambda v: Bdat(v, last=True), "data"),
+        (lambda v: AuthResponse(v), "data"),
+        (lambda v: Auth("PLAIN", v), "initial_response"),
+    ],
+)
+def test_octet_arguments_take_bytes_like_only(build: Any, attribute: str) -> None:
+    for bad in ("text", 42, [97, 98]):
+        with pytest.raises(InvalidInputError, match="must be bytes"):
+            build(bad)
+    # bytearray and memoryview are copied into bytes: changing the source later
+    # changes nothing that goes on the wire.
+    for kind in (bytearray, memoryview):
+        source = bytearray(b"abc")
+        command = build(kind(source) if kind is memoryview else source)
+        source[0:1] = b"z"
+        octets = getattr(command, attribute)
+        assert type(octets) is bytes and octets == b"abc"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Mail(sender="a@x.test", envid=""),
+        lambda: Mail(sender="a@x.test", auth=""),
+        lambda: Rcpt(recipient="b@x.test", orcpt=""),
+    ],
+)
+def test_empty_dsn_and_auth_parameters_are_refused(build: Any) -> None:
+    with pytest.raises(InvalidInputError, match="must not be empty"):
+        build()
 
 
 def test_content_commands_have_no_line_of_their_own() -> None:

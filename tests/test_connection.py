@@ -257,7 +257,7 @@ def test_rset_before_ehlo() -> None:
 def test_error_is_absorbing() -> None:
     conn = ready()
     conn.receive_data(b"250 nobody asked\r\n")
-    with pytest.raises(RemoteProtocolError, match="no command pending"):
+    with pytest.raises(RemoteProtocolError, match="nothing asked for"):
         conn.next_event()
     assert conn.state is State.ERROR
     assert conn.allowed_commands() == frozenset()
@@ -432,7 +432,7 @@ def test_waiting_for_phases() -> None:
     reply(conn, b"250 ok\r\n")
     conn.send(Data())
     assert conn.waiting_for is Phase.DATA_INITIATION
-    reply(conn, b"354 go\r\n")
+    drain(conn, b"354 go\r\n")
     conn.send(MessageData(b"hi\r\n"))
     assert conn.waiting_for is None
     conn.send(EndOfData())
@@ -903,7 +903,7 @@ def test_auth_exchange() -> None:
     assert event.challenge == b"Username:"
     assert "Username" not in repr(event)
     assert conn.state is State.AUTH
-    assert conn.allowed_commands() == {Verb.AUTH_RESPONSE}
+    assert conn.allowed_commands() == {Verb.AUTH_RESPONSE, Verb.AUTH_CANCEL}
     conn.send(AuthResponse(b"user"))
     drain(conn, b"334 UGFzc3dvcmQ6\r\n")
     conn.send(AuthResponse(b"pass"))
@@ -1032,12 +1032,17 @@ def test_send_failed() -> None:
         conn.next_event()
 
 
-def test_close_during_tls_handshake_is_paused_not_closed() -> None:
+def test_close_during_tls_handshake_is_reported() -> None:
     conn = ready()
     conn.send(StartTLS())
     reply(conn, b"220 go\r\n")
     conn.receive_data(b"")
-    assert conn.next_event() is PAUSED
+    with pytest.raises(LocalProtocolError, match="closed the connection"):
+        conn.tls_established()
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    assert conn.state is State.CLOSED
+    with pytest.raises(LocalProtocolError, match="no TLS handshake is due"):
+        conn.tls_established()
 
 
 # ----------------------------------------------------------------------
@@ -1141,4 +1146,4 @@ def test_sentinels_and_phases() -> None:
     assert Phase.DATA_INITIATION.default_timeout == 120.0
     assert Phase.DATA_BLOCK.default_timeout == 180.0
     assert Phase.GREETING.description == "the 220 greeting"
-    assert len(set(Phase)) == 7
+    assert len(set(Phase)) == 8

@@ -21,5 +21,14 @@ def test_the_sans_io_session_example_runs_a_whole_session() -> None:
     assert lines[0] == "[state GREETING]"
     assert "C: RCPT TO:<nobody@example.test>" in lines
     assert "C: ..a line starting with a dot gets stuffed" in lines
+    assert "  -> 'RCPT TO:<bob@example.test>' got 250 2.1.5 Recipient ok (accepted)" in lines
+    assert (
+        "  -> 'RCPT TO:<nobody@example.test>' got 550 5.1.1 No such user here"
+        " (refused: permanent refusal)"
+    ) in lines
+    assert (
+        "  -> 'DATA' got 354 End data with <CR><LF>.<CR><LF>: the server asks for the content"
+    ) in lines
     assert "[state DATA; accepted ('bob@example.test',)]" in lines
+    assert "[the message was accepted]" in lines
     assert lines[-1] == "[state CLOSED]"

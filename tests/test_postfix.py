@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from servers import PostfixServer
+from smtpbee import PermanentReplyError
 from smtpbee.transports._message import prepare_message
 from test_transports import FLAVOURS, Flavour
 
@@ -83,3 +84,36 @@ async def test_a_10_mb_message(flavour: Flavour, postfix: PostfixServer) -> None
         await c.sendmail(f"sender@{postfix.domain}", [recipient], body)
     delivered = postfix.wait_for_message(message_id, timeout=60)
     assert PostfixServer.original_bytes(delivered) == body
+
+
+@pytest.mark.anyio
+async def test_a_batch_with_a_refused_large_message_between_two(
+    flavour: Flavour, postfix: PostfixServer
+) -> None:
+    sender = f"sender@{postfix.domain}"
+    first = message(postfix, [postfix.new_address("batch-first")], "first of three\n")
+    # More than one BDAT chunk (1 MiB): the refusal comes while most of it is unsent.
+    refused = b"Subject: refused\r\n\r\n" + b"never delivered\r\n" * 100_000
+    last_recipient = postfix.new_address("batch-last")
+    last = (
+        f"From: {sender}\r\nTo: {last_recipient}\r\n"
+        f"Message-ID: {make_msgid(domain='smtpbee.test')}\r\nSubject: last\r\n\r\nlast of three\r\n"
+    ).encode()
+    async with client(flavour, postfix) as c:
+        assert "PIPELINING" in c.extensions and "CHUNKING" in c.extensions
+        expected_first = prepare_message(first, sender=None, recipients=None, server=c.extensions)
+        results = await c.send_batch(
+            [first, (sender, [postfix.reject_address], refused), (sender, last_recipient, last)]
+        )
+        assert c.usable
+    assert len(results) == 3
+    assert not isinstance(results[0], Exception) and results[0].accepted == [first["To"]]
+    assert isinstance(results[1], PermanentReplyError)
+    assert results[1].recipients[postfix.reject_address].code == 550
+    assert not isinstance(results[2], Exception) and results[2].accepted == [last_recipient]
+    delivered_first = postfix.wait_for_message(first["Message-ID"])
+    assert PostfixServer.original_bytes(delivered_first) == expected_first.data
+    delivered_last = postfix.wait_for_message(
+        lambda content: f"Delivered-To: {last_recipient}".encode() in content
+    )
+    assert PostfixServer.original_bytes(delivered_last) == last

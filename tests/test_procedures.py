@@ -29,7 +29,7 @@ from smtpbee._errors import (
 from smtpbee._events import Phase
 from smtpbee._procedures import ClientSession
 from smtpbee._replies import Reply
-from smtpbee._requests import PullBody, Read, Timeouts, TLSMode, UpgradeTLS, Write
+from smtpbee._requests import Poll, PullBody, Read, Timeouts, TLSMode, UpgradeTLS, Write
 from smtpbee._state import State
 from smtpbee._transaction import BodyInfo, MailJob, SendResult
 
@@ -99,6 +99,10 @@ class Script:
                 result = self.tls_verified
             elif isinstance(request, PullBody):
                 result = next(chunks, b"")
+            elif isinstance(request, Poll):
+                result = None  # the server never speaks unasked here
+            else:  # pragma: no cover - a new request type would need serving here
+                raise AssertionError(f"unknown request {request!r}")
 
     @property
     def written(self) -> bytes:
@@ -226,12 +230,14 @@ def test_greeting_554_then_close() -> None:
         script.run(s.open())
 
 
-def test_greeting_421() -> None:
-    script = Script([b"421 4.3.2 busy\r\n"])
+@pytest.mark.parametrize("greeting", [b"421 4.3.2 busy\r\n", b"450 4.3.2 try later\r\n"])
+def test_greeting_4xx_closes_without_a_word(greeting: bytes) -> None:
+    script = Script([greeting])
     s, _ = session()
     with pytest.raises(TransientReplyError):
         script.run(s.open())
     assert script.written == b""
+    assert not s.conn.open
 
 
 def test_closed_before_greeting() -> None:
@@ -265,6 +271,9 @@ def test_failed_handshake_kills_the_session() -> None:
     while not isinstance(request, UpgradeTLS):
         if isinstance(request, Write):
             outbox += server.feed(request.data)
+            request = proc.send(None)
+        elif isinstance(request, Poll):
+            # Nothing arrived unasked.
             request = proc.send(None)
         else:
             data = bytes(outbox)
@@ -312,10 +321,11 @@ def test_auth_refused_over_plaintext_or_unverified_tls(tls: TLSMode) -> None:
     server = ModelServer()
     s, _ = session(tls)
     run_procedure(s.open(), server, tls_verified=False)
-    with pytest.raises(
-        InsecureAuthenticationError, match="plaintext" if tls is TLSMode.NONE else "unverified"
-    ):
+    over = "plaintext" if tls is TLSMode.NONE else "unverified TLS"
+    match = "over plaintext" if tls is TLSMode.NONE else "certificate was not verified"
+    with pytest.raises(InsecureAuthenticationError, match=match) as info:
         run_procedure(s.login("user", "secret"), server)
+    assert info.value.over == over
     assert not any(c.startswith("AUTH") for c in server.commands)
     assert run_procedure(s.login("user", "secret", allow_insecure=True), server).code == 235
 
@@ -354,7 +364,7 @@ def test_failed_write_of_the_terminator_leaves_the_outcome_unknown() -> None:
     )
     script.fail_write_containing = b".\r\n"
     with pytest.raises(OutcomeUnknownError, match="may have been accepted"):
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(size=20)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(size=20)))
     assert s.conn.state is State.ERROR
 
 
@@ -422,7 +432,7 @@ def test_pipelined_and_chunked_is_one_write_and_one_read() -> None:
     writes = Counter()
     reads = server.reads
     result = run_procedure(
-        s.send_mail("a@x.test", ["b@x.test", "c@x.test"], body=BodyInfo.of_bytes(BODY)),
+        s.sendmail("a@x.test", ["b@x.test", "c@x.test"], body=BodyInfo.of_bytes(BODY)),
         server,
         [BODY],
         on_write=writes,
@@ -444,7 +454,7 @@ def test_pipelined_data() -> None:
     s, log = opened(server)
     writes = Counter()
     result = run_procedure(
-        s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)),
+        s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)),
         server,
         [BODY],
         on_write=writes,
@@ -461,7 +471,7 @@ def test_lockstep_without_pipelining() -> None:
     s, _ = opened(server)
     writes = Counter()
     run_procedure(
-        s.send_mail("a@x.test", ["b@x.test", "c@x.test"], body=BodyInfo.of_bytes(BODY)),
+        s.sendmail("a@x.test", ["b@x.test", "c@x.test"], body=BodyInfo.of_bytes(BODY)),
         server,
         [BODY[:10], BODY[10:]],
         on_write=writes,
@@ -483,7 +493,7 @@ def test_lockstep_binary_uses_bdat() -> None:
     s, _ = opened(server)
     body = b"\x00\xff\r\n\r.\n"
     run_procedure(
-        s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(size=len(body), binary=True)),
+        s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(size=len(body), binary=True)),
         server,
         [body],
     )
@@ -495,7 +505,7 @@ def test_a_refused_recipient_is_partial_success() -> None:
     server = ModelServer(refuse_recipients={"bad@x.test"})
     s, _ = opened(server)
     result = run_procedure(
-        s.send_mail("a@x.test", ["b@x.test", "bad@x.test"], body=BodyInfo.of_bytes(BODY)),
+        s.sendmail("a@x.test", ["b@x.test", "bad@x.test"], body=BodyInfo.of_bytes(BODY)),
         server,
         [BODY],
     )
@@ -510,7 +520,7 @@ def test_every_recipient_refused(extensions: tuple[str, ...]) -> None:
     s, _ = opened(server)
     with pytest.raises(PermanentReplyError) as info:
         run_procedure(
-            s.send_mail("a@x.test", ["x@x.test", "y@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
+            s.sendmail("a@x.test", ["x@x.test", "y@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
             server,
             [b"hi\r\n"],
         )
@@ -526,9 +536,7 @@ def test_every_recipient_refused_transiently() -> None:
     )
     with pytest.raises(TransientReplyError) as info:
         script.run(
-            s.send_mail(
-                "a@x.test", ["b@x.test", "c@x.test"], body=BodyInfo(size=2, eight_bit=False)
-            )
+            s.sendmail("a@x.test", ["b@x.test", "c@x.test"], body=BodyInfo(size=2, eight_bit=False))
         )
     assert info.value.code == 451
 
@@ -538,7 +546,7 @@ def test_data_354_after_every_recipient_refused_sends_the_terminator_alone() -> 
         b"250 ok\r\n550 no\r\n354 go\r\n", b"554 no recipients\r\n", b"250 reset\r\n"
     )
     with pytest.raises(PermanentReplyError):
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(size=2, eight_bit=False)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(size=2, eight_bit=False)))
     assert script.written == b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n.\r\nRSET\r\n"
 
 
@@ -547,7 +555,7 @@ def test_mail_refused() -> None:
         b"550 5.7.1 not you\r\n503 need MAIL\r\n503 need MAIL\r\n", b"250 reset\r\n"
     )
     with pytest.raises(PermanentReplyError) as info:
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(size=2, eight_bit=False)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(size=2, eight_bit=False)))
     assert info.value.phase == "MAIL"
     assert info.value.command == "MAIL FROM:<a@x.test>"
     assert script.written.endswith(b"RSET\r\n")
@@ -559,7 +567,7 @@ def test_mail_refused_with_bdat_pipelined() -> None:
     script = Script([b"550 no\r\n503 no\r\n503 no\r\n", b"250 ok\r\n"], body=[b"hi\r\n"])
     s2 = s
     with pytest.raises(PermanentReplyError):
-        script.run(s2.send_mail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")))
+        script.run(s2.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")))
     assert script.written.endswith(b"BDAT 4 LAST\r\nhi\r\nRSET\r\n")
 
 
@@ -568,7 +576,7 @@ def test_content_refused_then_rset() -> None:
     s, _ = opened(server)
     with pytest.raises(PermanentReplyError) as info:
         run_procedure(
-            s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)), server, [BODY]
+            s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)), server, [BODY]
         )
     assert "end of content" in info.value.phase
     assert server.commands[-1] == "RSET"
@@ -579,16 +587,34 @@ def test_bdat_content_refused_then_rset() -> None:
     s, _ = opened(server)
     with pytest.raises(PermanentReplyError):
         run_procedure(
-            s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)), server, [BODY]
+            s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)), server, [BODY]
         )
     assert server.commands[-1] == "RSET"
     assert s.conn.state is State.READY
 
 
+@pytest.mark.parametrize(
+    ("replies", "bad"),
+    [
+        (b"251 ok\r\n250 ok\r\n354 go\r\n", "251 is not a valid reply to MAIL"),
+        (b"250 ok\r\n252 maybe\r\n354 go\r\n", "252 is not a valid reply to RCPT"),
+        (b"250 ok\r\n250 ok\r\n250 go\r\n", "250 is not a valid reply to DATA"),
+    ],
+)
+def test_a_2xx_that_is_not_the_commands_success_ends_the_session(replies: bytes, bad: str) -> None:
+    # Only the codes RFC 5321 lists for a command are its success, not any 2xx.
+    s, script = scripted_session(replies, body=[b"hi\r\n"])
+    with pytest.raises(RemoteProtocolError, match=bad):
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(size=4, eight_bit=False)))
+    assert s.conn.state is State.ERROR
+    # Neither the content nor an RSET went out after the bad reply.
+    assert script.written == b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+
+
 def test_data_refused() -> None:
     s, script = scripted_session(b"250 ok\r\n250 ok\r\n451 not now\r\n", b"250 reset\r\n")
     with pytest.raises(TransientReplyError) as info:
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(size=2, eight_bit=False)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(size=2, eight_bit=False)))
     assert info.value.command == "DATA"
 
 
@@ -599,7 +625,7 @@ def test_large_streamed_body_in_several_chunks() -> None:
     pieces = [piece] * 10
     writes = Counter()
     run_procedure(
-        s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo()), server, pieces, on_write=writes
+        s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo()), server, pieces, on_write=writes
     )
     bdats = [w for w in writes.writes if b"BDAT " in w[:200]]
     assert len(bdats) >= 2
@@ -616,7 +642,7 @@ def test_bdat_chunks_are_pipelined_a_few_at_a_time() -> None:
     writes = Counter()
     reads_before = server.reads
     run_procedure(
-        s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
+        s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
         server,
         [b"x" * MIB] * 6,
         on_write=writes,
@@ -643,7 +669,7 @@ def test_a_refused_chunk_with_others_in_flight() -> None:
         body=[b"x" * MIB] * 5,
     )
     with pytest.raises(PermanentReplyError) as info:
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
     assert info.value.code == 552 and info.value.phase == "BDAT"
     # Chunks 2 to 5 were on their way; every reply was read before the RSET.
     assert script.written.count(b"BDAT ") == 5
@@ -657,7 +683,7 @@ def test_many_data_pieces() -> None:
     pieces = [b"a\n", b".b", b"\r", b"\n.", b"\n"] * 50
     writes = Counter()
     run_procedure(
-        s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
+        s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
         server,
         pieces,
         on_write=writes,
@@ -675,7 +701,7 @@ def test_large_data_body_is_written_in_bounded_pieces() -> None:
     pieces = [b"x" * 999 + b"\n"] * 300
     writes = Counter()
     run_procedure(
-        s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
+        s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
         server,
         pieces,
         on_write=writes,
@@ -693,7 +719,7 @@ def test_eight_bit_body_without_8bitmime_is_refused_before_anything() -> None:
     before = list(server.commands)
     with pytest.raises(UnsupportedExtensionError, match="8BITMIME"):
         run_procedure(
-            s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"caf\xc3\xa9")),
+            s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"caf\xc3\xa9")),
             server,
             [b"x"],
         )
@@ -705,7 +731,7 @@ def test_streamed_eight_bit_without_8bitmime_kills_a_data_session() -> None:
     s, _ = opened(server)
     with pytest.raises(InvalidInputError):
         run_procedure(
-            s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo()), server, [b"ok\r\n", b"\xff\r\n"]
+            s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo()), server, [b"ok\r\n", b"\xff\r\n"]
         )
     assert s.conn.state is State.ERROR
     assert server.delivered == []
@@ -716,7 +742,7 @@ def test_bad_later_chunk_resets_a_bdat_transaction() -> None:
     s, _ = opened(server)
     with pytest.raises(LocalProtocolError):
         run_procedure(
-            s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
+            s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
             server,
             [b"x" * (1 << 20), b"y" * (1 << 19)],
         )
@@ -729,7 +755,7 @@ def test_bad_later_chunk_with_others_in_flight() -> None:
     s, _ = opened(server)
     with pytest.raises(MessageTooLargeError):
         run_procedure(
-            s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
+            s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)),
             server,
             [b"x" * MIB] * 4,
         )
@@ -743,7 +769,7 @@ def test_size_over_the_limit_is_refused_before_anything() -> None:
     s, _ = opened(server)
     with pytest.raises(MessageTooLargeError):
         run_procedure(
-            s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)), server, [BODY]
+            s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)), server, [BODY]
         )
     assert server.commands == ["EHLO client.test"]
 
@@ -751,14 +777,14 @@ def test_size_over_the_limit_is_refused_before_anything() -> None:
 def test_no_recipients() -> None:
     s, _ = session()
     with pytest.raises(InvalidInputError):
-        next(s.send_mail("a@x.test", [], body=BodyInfo()))
+        next(s.sendmail("a@x.test", [], body=BodyInfo()))
 
 
 def test_duplicate_recipients_are_sent_once() -> None:
     server = ModelServer()
     s, _ = opened(server)
     run_procedure(
-        s.send_mail("a@x.test", ["b@x.test", "b@x.test"], body=BodyInfo.of_bytes(b"x\r\n")),
+        s.sendmail("a@x.test", ["b@x.test", "b@x.test"], body=BodyInfo.of_bytes(b"x\r\n")),
         server,
         [b"x\r\n"],
     )
@@ -769,7 +795,7 @@ def test_smtputf8_addresses() -> None:
     server = ModelServer()
     s, _ = opened(server)
     run_procedure(
-        s.send_mail("jörg@x.test", ["ü@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
+        s.sendmail("jörg@x.test", ["ü@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
         server,
         [b"hi\r\n"],
     )
@@ -777,7 +803,7 @@ def test_smtputf8_addresses() -> None:
     assert server.delivered[-1].recipients == ["ü@x.test"]
     # The sender alone is enough to ask for SMTPUTF8.
     run_procedure(
-        s.send_mail("jörg@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
+        s.sendmail("jörg@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
         server,
         [b"hi\r\n"],
     )
@@ -789,7 +815,7 @@ def test_smtputf8_not_offered() -> None:
     s, _ = opened(server)
     with pytest.raises(UnsupportedExtensionError, match="SMTPUTF8"):
         run_procedure(
-            s.send_mail("a@x.test", ["ü@x.test"], body=BodyInfo.of_bytes(b"hi")), server, [b"hi"]
+            s.sendmail("a@x.test", ["ü@x.test"], body=BodyInfo.of_bytes(b"hi")), server, [b"hi"]
         )
 
 
@@ -797,7 +823,7 @@ def test_mail_and_rcpt_options() -> None:
     server = ModelServer()
     s, _ = opened(server)
     run_procedure(
-        s.send_mail(
+        s.sendmail(
             "a@x.test",
             ["b@x.test"],
             body=BodyInfo.of_bytes(b"hi\r\n"),
@@ -809,6 +835,34 @@ def test_mail_and_rcpt_options() -> None:
     )
     assert server.delivered[-1].mail_line == "MAIL FROM:<a@x.test> SIZE=4 RET=HDRS ENVID=id1"
     assert "RCPT TO:<b@x.test> NOTIFY=NEVER" in server.commands
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"mail_options": {"envelope_id": "x"}}, "envid"),
+        ({"rcpt_options": {"notfy": "NEVER"}}, "notify"),
+    ],
+)
+def test_unknown_option_keys_are_refused_before_anything(
+    options: dict[str, Any], named: str
+) -> None:
+    server = ModelServer()
+    s, _ = opened(server)
+    before = list(server.commands)
+    with pytest.raises(InvalidInputError, match=named):
+        run_procedure(
+            s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"hi\r\n"), **options),
+            server,
+            [b"hi\r\n"],
+        )
+    # Nothing was sent and the session goes on.
+    assert server.commands == before
+    assert s.conn.state is State.READY
+    run_procedure(
+        s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")), server, [b"hi\r\n"]
+    )
+    assert len(server.delivered) == 1
 
 
 def test_lmtp_per_recipient_results() -> None:
@@ -824,7 +878,7 @@ def test_lmtp_per_recipient_results() -> None:
     s, _ = session(lmtp=True)
     script.run(s.open())
     result = script.run(
-        s.send_mail(
+        s.sendmail(
             "a@x.test", ["b@x.test", "bad@x.test", "c@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")
         )
     )
@@ -841,7 +895,7 @@ def test_lmtp_bdat_every_delivery_failed() -> None:
     run_procedure(s.open(), server)
     with pytest.raises(PermanentReplyError) as info:
         run_procedure(
-            s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
+            s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
             server,
             [b"hi\r\n"],
         )
@@ -854,7 +908,7 @@ def test_lmtp_bdat_delivery() -> None:
     s, _ = session(lmtp=True)
     run_procedure(s.open(), server)
     result = run_procedure(
-        s.send_mail("a@x.test", ["b@x.test", "c@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
+        s.sendmail("a@x.test", ["b@x.test", "c@x.test"], body=BodyInfo.of_bytes(b"hi\r\n")),
         server,
         [b"hi\r\n"],
     )
@@ -871,7 +925,7 @@ def test_timeout_while_reading_the_final_reply_is_outcome_unknown() -> None:
         b"250 ok\r\n250 ok\r\n354 go\r\n", SMTPTimeoutError("slow"), body=[b"hi\r\n"]
     )
     with pytest.raises(OutcomeUnknownError) as info:
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
     assert isinstance(info.value.__cause__, SMTPTimeoutError)
     # Who would have the message, if the server did take it.
     assert {a: r.code for a, r in info.value.recipients.items()} == {"b@x.test": 250}
@@ -884,14 +938,16 @@ def test_timeout_while_reading_the_final_reply_is_outcome_unknown() -> None:
 def test_timeout_earlier_is_a_timeout() -> None:
     s, script = scripted_session(SMTPTimeoutError("slow"))
     with pytest.raises(SMTPTimeoutError):
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
     assert s.conn.state is State.ERROR
 
 
 def test_write_failure_kills_the_session() -> None:
     s, _ = scripted_session()
     proc = s.noop()
-    request = next(proc)
+    # First the transport is asked what arrived unasked: nothing.
+    assert isinstance(next(proc), Poll)
+    request = proc.send(None)
     assert isinstance(request, Write)
     with pytest.raises(ConnectionLostError):
         proc.throw(ConnectionLostError("reset"))
@@ -903,7 +959,7 @@ def test_closed_during_the_final_reply_is_outcome_unknown() -> None:
         b"250 ok\r\n250 ok\r\n354 go\r\n", b"250 part", b"", body=[b"hi\r\n"]
     )
     with pytest.raises(OutcomeUnknownError):
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
 
 
 def test_closed_earlier_is_connection_lost() -> None:
@@ -915,7 +971,7 @@ def test_closed_earlier_is_connection_lost() -> None:
 def test_421_ends_the_procedure() -> None:
     s, script = scripted_session(b"421 4.3.2 shutting down\r\n")
     with pytest.raises(TransientReplyError) as info:
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(eight_bit=False)))
     assert info.value.code == 421
     assert s.conn.state is State.CLOSING
     s, script = scripted_session(b"421 bye\r\n")
@@ -1022,7 +1078,7 @@ def test_eight_bit_body_rides_on_smtputf8_without_8bitmime() -> None:
     s, _ = opened(server)
     body = "Subject: café\r\n\r\n".encode()
     run_procedure(
-        s.send_mail("jörg@x.test", ["b@x.test"], body=BodyInfo.of_bytes(body)), server, [body]
+        s.sendmail("jörg@x.test", ["b@x.test"], body=BodyInfo.of_bytes(body)), server, [body]
     )
     assert server.delivered[-1].mail_line == "MAIL FROM:<jörg@x.test> SMTPUTF8"
     assert server.delivered[-1].content == body
@@ -1033,12 +1089,12 @@ def test_lockstep_mail_refused_sends_no_rcpt() -> None:
     s, _ = session()
     Script([b"220 mx\r\n", b"250 mx\r\n"]).run(s.open())
     with pytest.raises(PermanentReplyError):
-        script.run(s.send_mail("a@x.test", ["b@x.test"], body=BodyInfo(size=1, eight_bit=False)))
+        script.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo(size=1, eight_bit=False)))
     assert script.written == b"MAIL FROM:<a@x.test>\r\nRSET\r\n"
 
 
 # ----------------------------------------------------------------------
-# send_many(): several transactions, overlapped with PIPELINING
+# send_batch(): several transactions, overlapped with PIPELINING
 # ----------------------------------------------------------------------
 
 
@@ -1057,13 +1113,13 @@ def _bodies(count: int) -> list[bytes]:
     return pieces
 
 
-def test_send_many_overlaps_transactions_one_round_trip_each() -> None:
+def test_send_batch_overlaps_transactions_one_round_trip_each() -> None:
     server = ModelServer(extensions=("PIPELINING",))
     s, _ = opened(server)
     writes = Counter()
     reads_before = server.reads
     results = run_procedure(
-        s.send_many(_jobs(["b@x.test"], ["c@x.test"], ["d@x.test"])),
+        s.send_batch(_jobs(["b@x.test"], ["c@x.test"], ["d@x.test"])),
         server,
         _bodies(3),
         on_write=writes,
@@ -1079,7 +1135,7 @@ def test_send_many_overlaps_transactions_one_round_trip_each() -> None:
     assert server.reads - reads_before == 4
 
 
-def test_send_many_settles_each_failure_on_its_own() -> None:
+def test_send_batch_settles_each_failure_on_its_own() -> None:
     server = ModelServer(
         extensions=("PIPELINING",),
         refuse_recipients={"gone@x.test"},
@@ -1099,7 +1155,7 @@ def test_send_many_settles_each_failure_on_its_own() -> None:
         b"",
     ]
     bodies += [b"last\r\n", b""]
-    results = run_procedure(s.send_many(jobs), server, bodies)
+    results = run_procedure(s.send_batch(jobs), server, bodies)
     assert isinstance(results[0], SendResult)
     assert isinstance(results[1], InvalidInputError)
     assert (
@@ -1114,66 +1170,76 @@ def test_send_many_settles_each_failure_on_its_own() -> None:
     assert server.commands.count("RSET") == 1
 
 
-def test_send_many_with_chunking_sends_each_message_in_one_write() -> None:
+def test_send_batch_with_chunking_sends_each_message_in_one_write() -> None:
     server = ModelServer(extensions=("PIPELINING", "CHUNKING"))
     s, _ = opened(server)
     writes = Counter()
     results = run_procedure(
-        s.send_many(_jobs(["b@x.test"], ["c@x.test"])), server, _bodies(2), on_write=writes
+        s.send_batch(_jobs(["b@x.test"], ["c@x.test"])), server, _bodies(2), on_write=writes
     )
     assert all(isinstance(r, SendResult) for r in results)
     assert len(writes.writes) == 2 and all(b"BDAT " in w for w in writes.writes)
 
 
-def test_send_many_without_pipelining_goes_step_by_step() -> None:
+def test_send_batch_without_pipelining_goes_step_by_step() -> None:
     server = ModelServer(extensions=())
     s, _ = opened(server)
-    results = run_procedure(s.send_many(_jobs(["b@x.test"], ["gone@x.test"])), server, _bodies(2))
+    results = run_procedure(s.send_batch(_jobs(["b@x.test"], ["gone@x.test"])), server, _bodies(2))
     assert isinstance(results[0], SendResult) and isinstance(results[1], SendResult)
     assert len(server.delivered) == 2
 
 
-def test_send_many_reports_the_unsettled_message_as_outcome_unknown() -> None:
+def test_send_batch_reports_the_unsettled_message_as_outcome_unknown() -> None:
     s, script = scripted_session(
         b"250 ok\r\n250 ok\r\n354 go\r\n",
         b"",  # the server closes instead of answering message 1's content
         body=[b"one\r\n", b"", b"two\r\n", b"", b"three\r\n", b""],
     )
-    results = script.run(s.send_many(_jobs(["b@x.test"], ["c@x.test"], ["d@x.test"])))
+    results = script.run(s.send_batch(_jobs(["b@x.test"], ["c@x.test"], ["d@x.test"])))
+    assert len(results) == 3
     assert isinstance(results[0], OutcomeUnknownError)
-    assert isinstance(results[1], ConnectionLostError)
-    assert results[2] is None
+    # The later messages were never sent: their outcome is known.
+    for later in results[1:]:
+        assert isinstance(later, ConnectionLostError)
+        assert not isinstance(later, OutcomeUnknownError)
     assert s.conn.state in (State.CLOSED, State.ERROR)
 
 
-def test_send_many_with_chunking_records_a_refused_envelope() -> None:
+def test_send_batch_with_chunking_records_a_refused_envelope() -> None:
     server = ModelServer(extensions=("PIPELINING", "CHUNKING"), refuse_recipients={"gone@x.test"})
     s, _ = opened(server)
-    results = run_procedure(s.send_many(_jobs(["gone@x.test"], ["c@x.test"])), server, _bodies(2))
+    results = run_procedure(s.send_batch(_jobs(["gone@x.test"], ["c@x.test"])), server, _bodies(2))
     assert isinstance(results[0], PermanentReplyError) and results[0].code == 550
     assert isinstance(results[1], SendResult)
     assert [d.recipients for d in server.delivered] == [["c@x.test"]]
 
 
-def test_send_many_garbage_while_awaiting_a_final_reply() -> None:
+def test_send_batch_garbage_while_awaiting_a_final_reply() -> None:
     s, script = scripted_session(
         b"250 ok\r\n250 ok\r\n354 go\r\n",
         b"xyz\r\n",
         body=[b"one\r\n", b"", b"two\r\n", b""],
     )
-    results = script.run(s.send_many(_jobs(["b@x.test"], ["c@x.test"])))
+    results = script.run(s.send_batch(_jobs(["b@x.test"], ["c@x.test"])))
     assert isinstance(results[0], OutcomeUnknownError)
     assert isinstance(results[0].__cause__, RemoteProtocolError)
-    assert isinstance(results[1], RemoteProtocolError)
+    # The second message never went out: not unknown, and it says why the session ended.
+    assert isinstance(results[1], ConnectionLostError)
+    assert not isinstance(results[1], OutcomeUnknownError)
+    assert results[1].__cause__ is results[0]
+    assert s.conn.state is State.ERROR
 
 
-def test_send_many_last_message_lost_at_its_final_reply() -> None:
+def test_send_batch_last_message_lost_at_its_final_reply() -> None:
     s, script = scripted_session(b"250 ok\r\n250 ok\r\n354 go\r\n", b"", body=[b"one\r\n", b""])
-    results = script.run(s.send_many(_jobs(["b@x.test"])))
+    results = script.run(s.send_batch(_jobs(["b@x.test"])))
     assert len(results) == 1 and isinstance(results[0], OutcomeUnknownError)
 
 
-def test_send_many_timeout_before_any_content() -> None:
+def test_send_batch_timeout_before_any_content() -> None:
     s, script = scripted_session(SMTPTimeoutError("too slow"), body=[b"one\r\n", b""])
-    results = script.run(s.send_many(_jobs(["b@x.test"], ["c@x.test"])))
-    assert isinstance(results[0], SMTPTimeoutError) and results[1] is None
+    results = script.run(s.send_batch(_jobs(["b@x.test"], ["c@x.test"])))
+    # No None entries: the job the session never reached gets the same error.
+    assert len(results) == 2
+    assert isinstance(results[0], SMTPTimeoutError) and results[1] is results[0]
+    assert not isinstance(results[0], OutcomeUnknownError)

@@ -4,10 +4,14 @@
 # chunking invariance of well-behaved sessions, hostile server input, DATA
 # through the connection, and refusal of control characters in user input.
 #
-# The session driver sends the next scripted group of commands whenever no
-# reply is pending, *before* asking for the next event: bytes of a later reply
-# may sit in the buffer (a chunk can span groups), but they are only parsed
-# once the command they answer has been sent, exactly as on a real socket.
+# The session driver plays a well-behaved server: the replies to a group of
+# commands only arrive once the group has been sent (however they are cut into
+# chunks), exactly as on a real socket. Bytes that arrive while nothing is
+# pending are a reply nothing asked for, which the connection refuses; the
+# hostile tests below feed such bytes on purpose.
+#
+# Reply codes follow the declarations in smtpbee._state (REPLY_RULES): a
+# success is one of the codes a command's rule lists, never "any 2xx".
 """Hypothesis properties of smtpbee's sans-I/O core."""
 
 from __future__ import annotations
@@ -42,8 +46,15 @@ from smtpbee._errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from smtpbee._events import NEED_DATA, PAUSED, Event, GreetingReceived, ReplyReceived
-from smtpbee._state import State
+from smtpbee._events import (
+    NEED_DATA,
+    PAUSED,
+    ContentRequested,
+    Event,
+    GreetingReceived,
+    ReplyReceived,
+)
+from smtpbee._state import REPLY_RULES, ReplyKind, State, Verb, classify_reply
 
 __all__: list[str] = []
 
@@ -90,9 +101,24 @@ def sessions(draw: st.DrawFn) -> list[Group]:
     for _ in range(draw(st.integers(0, 3))):
         groups.extend(draw(transaction()))
     if draw(st.booleans()):
-        groups.append(Group([Noop()], draw(reply(250)), 1))
-    groups.append(Group([Quit()], draw(reply(221)), 1))
+        groups.append(Group([Noop()], draw(reply(draw(success(Verb.NOOP)))), 1))
+    groups.append(Group([Quit()], draw(reply(draw(success(Verb.QUIT)))), 1))
     return groups
+
+
+def success(verb: Verb) -> st.SearchStrategy[int]:
+    """A code the rule for verb declares a success."""
+    return st.sampled_from(sorted(REPLY_RULES[verb].success))
+
+
+def refusal(verb: Verb) -> st.SearchStrategy[int]:
+    """A 4xx or 5xx refusal code (never 421, which closes the session)."""
+    codes = sorted(c for c in REPLY_RULES[verb].listed_refusals | {450, 554} if c != 421)
+    return st.sampled_from(codes)
+
+
+def is_success(verb: Verb, code: int) -> bool:
+    return classify_reply(REPLY_RULES[verb], code)[0] is ReplyKind.SUCCESS
 
 
 @st.composite
@@ -101,9 +127,11 @@ def transaction(draw: st.DrawFn) -> list[Group]:
     count = draw(st.integers(1, 4))
     rcpts: list[Command] = [Rcpt(recipient=f"r{i}@example.test") for i in range(count)]
     mail_ok = draw(st.booleans()) or draw(st.booleans())
-    rcpt_codes = [draw(st.sampled_from([250, 251, 550, 450])) if mail_ok else 503 for _ in rcpts]
-    accepted = mail_ok and any(code < 300 for code in rcpt_codes)
-    replies = draw(reply(250 if mail_ok else 550))
+    rcpt_codes = [
+        draw(st.one_of(success(Verb.RCPT), refusal(Verb.RCPT))) if mail_ok else 503 for _ in rcpts
+    ]
+    accepted = mail_ok and any(is_success(Verb.RCPT, code) for code in rcpt_codes)
+    replies = draw(reply(draw(success(Verb.MAIL) if mail_ok else refusal(Verb.MAIL))))
     for code in rcpt_codes:
         replies += draw(reply(code))
     replies += draw(reply(354 if accepted else 554))
@@ -111,33 +139,42 @@ def transaction(draw: st.DrawFn) -> list[Group]:
     if accepted:
         # 7-bit: the EHLO drawn may not offer 8BITMIME.
         body = bytes(octet & 0x7F for octet in draw(st.binary(max_size=64)))
-        final = draw(reply(draw(st.sampled_from([250, 451, 554]))))
-        groups.append(Group([MessageData(body), EndOfData()], final, 1))
+        final_code = draw(st.one_of(success(Verb.END_OF_DATA), refusal(Verb.END_OF_DATA)))
+        groups.append(Group([MessageData(body), EndOfData()], draw(reply(final_code)), 1))
     else:
-        groups.append(Group([Rset()], draw(reply(250)), 1))
+        groups.append(Group([Rset()], draw(reply(draw(success(Verb.RSET)))), 1))
     return groups
 
 
-def drive(groups: list[Group], chunks: list[bytes]) -> tuple[list[Event], State]:
-    """Feed the server's bytes in these chunks, sending each group when its turn comes."""
+def drive(groups: list[Group], points: list[int]) -> tuple[list[Event], State]:
+    """Run a session, the server's bytes cut at these offsets into the whole stream.
+
+    Each group is sent once nothing is pending; its replies arrive only then,
+    in the chunks the cuts make of them (a chunk never spans two groups: the
+    server cannot answer a command before it was sent).
+    """
     conn = Connection()
     events: list[Event] = []
-    waiting = list(groups[1:])
-    for chunk in [*chunks, b""]:
-        conn.receive_data(chunk)
-        while True:
-            if not conn.pending and waiting and conn.state is not State.GREETING:
-                conn.send_all(waiting.pop(0).commands)
-            event = conn.next_event()
-            if event is NEED_DATA:
-                break
-            assert event is not PAUSED
-            assert isinstance(event, Event)
-            events.append(event)
-            if conn.state is State.CLOSED:
-                break
-        if conn.state is State.CLOSED:
-            break
+    offset = 0
+    for group in groups:
+        if group.commands:
+            assert not conn.pending
+            conn.send_all(group.commands)
+        size = len(group.replies)
+        inner = [p - offset for p in points if offset < p < offset + size]
+        offset += size
+        for chunk in split(group.replies, inner):
+            conn.receive_data(chunk)
+            while (event := conn.next_event()) is not NEED_DATA:
+                assert event is not PAUSED
+                assert isinstance(event, Event)
+                events.append(event)
+        # Every reply of the group was read, and nothing is left over.
+        assert not conn.unread
+    conn.receive_data(b"")
+    event = conn.next_event()
+    assert isinstance(event, Event)
+    events.append(event)
     return events, conn.state
 
 
@@ -157,8 +194,8 @@ def split(data: bytes, points: list[int]) -> list[bytes]:
 def test_any_chunking_gives_the_same_events(groups: list[Group], data: st.DataObject) -> None:
     stream = b"".join(g.replies for g in groups)
     points = data.draw(st.lists(st.integers(0, len(stream)), max_size=12), label="splits")
-    whole_events, whole_state = drive(groups, [stream])
-    events, state = drive(groups, split(stream, points))
+    whole_events, whole_state = drive(groups, [])
+    events, state = drive(groups, points)
     assert events == whole_events
     assert state == whole_state
     # The well-behaved session ran to its end: every reply became one event,
@@ -167,8 +204,16 @@ def test_any_chunking_gives_the_same_events(groups: list[Group], data: st.DataOb
     assert whole_state is State.CLOSED
     assert isinstance(whole_events[0], GreetingReceived)
     sent = [c for g in groups for c in g.commands if not isinstance(c, MessageData)]
-    answered = [e.command for e in whole_events if isinstance(e, ReplyReceived)]
+    answered = [e.command for e in whole_events if isinstance(e, ReplyReceived | ContentRequested)]
     assert answered == sent
+    # The 354 invites the content; it is not a final success.
+    for event in whole_events:
+        if isinstance(event, ContentRequested):
+            assert event.reply.code == 354 and isinstance(event.command, Data)
+            assert not event.accepted
+        elif isinstance(event, ReplyReceived):
+            assert event.command is not None
+            assert event.accepted == is_success(event.command.verb, event.reply.code)
 
 
 @FAST
@@ -176,8 +221,8 @@ def test_any_chunking_gives_the_same_events(groups: list[Group], data: st.DataOb
 def test_one_byte_at_a_time_equals_whole(data: st.DataObject) -> None:
     groups = data.draw(sessions())
     stream = b"".join(g.replies for g in groups)
-    single = [stream[i : i + 1] for i in range(len(stream))]
-    assert drive(groups, single) == drive(groups, [stream])
+    every_byte = list(range(1, len(stream)))
+    assert drive(groups, every_byte) == drive(groups, [])
 
 
 # ---------------------------------------------------------------------------
@@ -283,6 +328,39 @@ def test_hostile_replies_in_every_state(payload: bytes) -> None:
     conn.send(Ehlo("client.test"))
     feed_hostile(conn, [payload])
     assert conn.state in (State.READY, State.CONNECTED, State.CLOSING, State.CLOSED, State.ERROR)
+
+
+def ready_connection() -> Connection:
+    conn = Connection()
+    conn.receive_data(b"220 hi\r\n")
+    conn.next_event()
+    conn.send(Ehlo("client.test"))
+    conn.receive_data(_PREFIX_EHLO)
+    conn.next_event()
+    assert conn.state is State.READY and not conn.pending
+    return conn
+
+
+@FAST
+@given(payload=_HOSTILE.filter(bool), data=st.data())
+def test_bytes_nobody_asked_for_never_answer_a_later_command(
+    payload: bytes, data: st.DataObject
+) -> None:
+    conn = ready_connection()
+    conn.receive_data(payload)
+    assert conn.unread
+    command = data.draw(st.sampled_from([Noop(), Rset(), Mail(sender="a@example.test")]))
+    try:
+        conn.send(command)
+    except RemoteProtocolError:
+        # The session is over and nothing was produced.
+        assert conn.state is State.ERROR and conn.pending == ()
+    except LocalProtocolError:
+        # It may be a 421, which can come at any time: left for next_event().
+        assert b"421".startswith(payload[:3])
+        assert conn.state is State.READY and conn.pending == ()
+    else:
+        pytest.fail(f"{command} was sent with {payload!r} waiting unread")
 
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from smtpbee._errors import InvalidInputError
-from smtpbee._saslprep import SASLprepError, saslprep
+from smtpbee._errors import InvalidInputError, SASLprepError
+from smtpbee._saslprep import saslprep
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from smtpbee._commands import (
     Data,
     Ehlo,
     EndOfData,
+    Help,
     Mail,
     MessageData,
     Quit,
@@ -19,7 +20,14 @@ from smtpbee._commands import (
 )
 from smtpbee._connection import Connection
 from smtpbee._errors import RemoteProtocolError
-from smtpbee._events import NEED_DATA, PAUSED, Event, GreetingReceived, ReplyReceived
+from smtpbee._events import (
+    NEED_DATA,
+    PAUSED,
+    ContentRequested,
+    Event,
+    GreetingReceived,
+    ReplyReceived,
+)
 from smtpbee._replies import EnhancedStatus
 from smtpbee._state import State
 
@@ -136,9 +144,16 @@ def test_real_servers(
     assert conn.extensions.size_limit == size
     assert conn.pipelining
     replies = [e for e in events if isinstance(e, ReplyReceived)]
-    assert [r.reply.code for r in replies] == [250, 250, 250, 550, 354, 250, 221]
+    assert [r.reply.code for r in replies] == [250, 250, 250, 550, 250, 221]
+    assert [r.accepted for r in replies] == [True, True, True, False, True, True]
     assert replies[3].reply.enhanced == EnhancedStatus(5, 1, 1)
     assert "User unknown" in replies[3].reply.text
+    # The 354 to DATA asks for the content: an event of its own, between the
+    # envelope's replies and the content's.
+    assert [type(e) for e in events[4:7]] == [ReplyReceived, ContentRequested, ReplyReceived]
+    invitation = events[5]
+    assert isinstance(invitation, ContentRequested)
+    assert invitation.reply.code == 354 and invitation.command == Data()
     assert conn.state is State.CLOSING
     assert events == replay(transaction(ehlo, greeting), not split)[1]
 
@@ -224,13 +239,35 @@ def test_pipelined_outlook_session_with_two_transactions() -> None:
         250,
         250,
         250,
-        354,
         250,
         250,
         250,
-        354,
         250,
         221,
     ]
+    invitations = [e for e in events if isinstance(e, ContentRequested)]
+    assert [(e.reply.code, e.command) for e in invitations] == [(354, Data()), (354, Data())]
     assert replay(steps, split=True)[1] == events
     assert conn.state is State.CLOSING
+
+
+def test_aiosmtpd_help_250_is_a_protocol_violation() -> None:
+    # aiosmtpd answers HELP with 250; RFC 5321 §4.3.2 lists only 211 and 214.
+    aiosmtpd = (
+        b"220 host.test Python SMTP 1.4.4\r\n",
+        b"250-host.test\r\n250-SIZE 33554432\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 HELP\r\n",
+    )
+    for split in (False, True):
+        conn, _ = replay([Step([], aiosmtpd[0]), Step([Ehlo("client.test")], aiosmtpd[1])], split)
+        with pytest.raises(RemoteProtocolError, match="250 is not a valid reply to HELP"):
+            replay(
+                [Step([Help()], b"250 Supported commands: DATA EHLO HELO HELP MAIL\r\n")],
+                split,
+                conn=conn,
+            )
+        assert conn.state is State.ERROR and not conn.open
+    # The answer the RFC lists is a success.
+    conn, _ = replay([Step([], aiosmtpd[0]), Step([Ehlo("client.test")], aiosmtpd[1])], False)
+    _, events = replay([Step([Help()], b"214 2.0.0 see RFC 5321\r\n")], False, conn=conn)
+    assert isinstance(events[0], ReplyReceived) and events[0].accepted
+    assert conn.state is State.READY

@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import AUTH_USERS, AiosmtpdFactory, ScriptedFactory
@@ -450,6 +451,48 @@ def test_postfix_starttls_verifies_with_its_ca(postfix: PostfixServer) -> None:
         c.sendmail("a@client.test", [recipient], _message_with_id(message_id))
     delivered = postfix.wait_for_message(f"<{message_id}>", timeout=10)
     assert b"with ESMTPS" in delivered
+
+
+def test_postfix_implicit_tls_port_offers_auth_at_once(postfix: PostfixServer) -> None:
+    with smtplib.SMTP_SSL(
+        postfix.host,
+        postfix.smtps_port,
+        local_hostname=CLIENT_NAME,
+        timeout=10,
+        context=postfix.client_context,
+    ) as c:
+        c.ehlo()
+        assert not c.has_extn("starttls")
+        assert {"PLAIN", "LOGIN"} <= set(c.esmtp_features["auth"].upper().split())
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.login(postfix.username, postfix.password + "-not")
+        assert c.login(postfix.username, postfix.password)[0] == 235
+    with smtplib.SMTP(postfix.host, postfix.port, local_hostname=CLIENT_NAME, timeout=10) as c:
+        c.ehlo()
+        assert not c.has_extn("auth")  # on the STARTTLS port only after STARTTLS
+
+
+def test_postfix_facts_file_must_be_complete(trust_ca: LoopbackCA, tmp_path: Path) -> None:
+    facts = [
+        "SMTPBEE_POSTFIX_HOST=127.0.0.1",
+        "SMTPBEE_POSTFIX_PORT=8025",
+        "SMTPBEE_POSTFIX_SMTPS_PORT=8465",
+        "SMTPBEE_POSTFIX_USER=smtpbee@example.test",
+        "SMTPBEE_POSTFIX_PASSWORD=not-shown",
+        f"SMTPBEE_POSTFIX_MAILDIR={tmp_path / 'maildir'}",
+        f"SMTPBEE_POSTFIX_CAFILE={trust_ca.cafile}",
+    ]
+    env = tmp_path / "env"
+    env.write_text("\n".join(facts) + "\n", encoding="utf-8")
+    read = PostfixServer.from_env_file(env)
+    assert (read.host, read.port, read.smtps_port) == ("127.0.0.1", 8025, 8465)
+    assert (read.username, read.password) == ("smtpbee@example.test", "not-shown")
+    assert read.maildir == tmp_path / "maildir"
+    assert "not-shown" not in repr(read)
+    # A file from an older start script, without the implicit-TLS port or the account.
+    env.write_text("\n".join(facts[:2] + facts[5:]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"SMTPBEE_POSTFIX_SMTPS_PORT.*SMTPBEE_POSTFIX_PASSWORD"):
+        PostfixServer.from_env_file(env)
 
 
 def test_postfix_wait_is_bounded(postfix: PostfixServer) -> None:

@@ -2,15 +2,19 @@
 #
 # A hypothesis state machine drives a Connection against the in-memory model
 # server (tests/model_server.py): random sequences of every kind of command,
-# alone or pipelined, with the server sometimes refusing. After each exchange
-# the connection must agree with what the replies imply (expected_state), every
-# reply must be bound to the command that caused it, and nothing may be left
-# pending once all replies were read. A command the connection says is not
-# allowed must be refused with LocalProtocolError and change nothing.
+# alone or pipelined, with the server sometimes refusing, and sometimes sloppy
+# (answering with a code that is not the command's success, like aiosmtpd's
+# 250 to HELP). After each exchange the connection must agree with what the
+# replies imply (expected_state), every reply must be bound to the command
+# that caused it, and nothing may be left pending once all replies were read.
+# A reply that is no valid answer must end the session (RemoteProtocolError,
+# state ERROR). A command the connection says is not allowed must be refused
+# with LocalProtocolError and change nothing.
 """Stateful hypothesis test: Connection against a model SMTP server."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -22,6 +26,7 @@ from smtpbee._commands import (
     Ehlo,
     EndOfData,
     Helo,
+    Help,
     Mail,
     MessageData,
     Noop,
@@ -31,8 +36,14 @@ from smtpbee._commands import (
     Vrfy,
 )
 from smtpbee._connection import Connection
-from smtpbee._errors import LocalProtocolError
-from smtpbee._events import NEED_DATA, ConnectionClosed, GreetingReceived, ReplyReceived
+from smtpbee._errors import LocalProtocolError, RemoteProtocolError
+from smtpbee._events import (
+    NEED_DATA,
+    ConnectionClosed,
+    ContentRequested,
+    GreetingReceived,
+    ReplyReceived,
+)
 from smtpbee._state import State, Verb
 
 __all__: list[str] = []
@@ -40,12 +51,53 @@ __all__: list[str] = []
 _RECIPIENTS = ("ann@example.test", "bob@example.test", "refused@example.test")
 _BODIES = (b"Subject: hi\r\n\r\nhello\r\n", b".dot\n..two\r\n.", b"")
 
+# The success codes RFC 5321 §4.3.2 (and RFC 3030) list for each command,
+# written out here independently of smtpbee._state. DATA has none: its 354
+# only asks for the content.
+SUCCESS: dict[Verb, frozenset[int]] = {
+    Verb.EHLO: frozenset({250}),
+    Verb.HELO: frozenset({250}),
+    Verb.MAIL: frozenset({250}),
+    Verb.RCPT: frozenset({250, 251}),
+    Verb.DATA: frozenset(),
+    Verb.END_OF_DATA: frozenset({250}),
+    Verb.BDAT: frozenset({250}),
+    Verb.BDAT_LAST: frozenset({250}),
+    Verb.RSET: frozenset({250}),
+    Verb.NOOP: frozenset({250}),
+    Verb.VRFY: frozenset({250, 251, 252}),
+    Verb.HELP: frozenset({211, 214}),
+    Verb.QUIT: frozenset({221}),
+}
+# What a sloppy server may answer instead of a success.
+_SLOPPY_CODES = (200, 211, 214, 220, 221, 235, 250, 251, 252, 299, 334, 354, 421)
+_SLOPPY_TARGETS: tuple[Command, ...] = (
+    Ehlo("client.test"),
+    Mail(sender="sender@example.test"),
+    Rcpt(recipient="ann@example.test"),
+    Data(),
+    Rset(),
+    Noop(),
+    Vrfy("postmaster"),
+    Help(),
+    Quit(),
+)
+
+
+def is_closing(verb: Verb, code: int) -> bool:
+    """421 to anything, and 221 to anything but QUIT: the server is closing."""
+    return code == 421 or (code == 221 and verb is not Verb.QUIT)
+
 
 def expected_state(state: State, verb: Verb, code: int) -> State:
     """What a reply to a command means for the session, written independently of the table."""
-    if code == 421:
+    if is_closing(verb, code):
         return State.CLOSING
-    ok = 200 <= code < 300
+    ok = code in SUCCESS[verb]
+    if verb is Verb.DATA and code == 354:
+        return State.DATA
+    if not ok and code < 400:
+        return State.ERROR  # a 2xx or 3xx that is no answer to this command
     if verb in (Verb.EHLO, Verb.HELO):
         return State.READY if ok else state
     if verb is Verb.RSET:
@@ -56,13 +108,16 @@ def expected_state(state: State, verb: Verb, code: int) -> State:
         return State.MAIL if ok else state
     if verb is Verb.RCPT:
         return State.RCPT if ok else state
-    if verb is Verb.DATA:
-        return State.DATA if code == 354 else state
     if verb in (Verb.END_OF_DATA, Verb.BDAT_LAST):
         return State.READY if ok or verb is Verb.END_OF_DATA else State.TRANSACTION_FAILED
     if verb is Verb.BDAT:
         return State.BDAT if ok else State.TRANSACTION_FAILED
-    return state  # NOOP, VRFY: nothing moves
+    return state  # NOOP, VRFY, HELP: nothing moves
+
+
+def reply_codes(replies: bytes) -> list[int]:
+    """The code of each reply in the model server's answer (its last line ends it)."""
+    return [int(line[:3]) for line in replies.split(b"\r\n") if line[3:4] == b" "]
 
 
 class SessionMachine(RuleBasedStateMachine):
@@ -94,12 +149,29 @@ class SessionMachine(RuleBasedStateMachine):
         # MessageData has no reply of its own: EndOfData carries the content's.
         answered = [c for c in commands if not isinstance(c, MessageData)]
         assert conn.pending == tuple(answered)
-        conn.receive_data(self.server.feed(wire))
-        for command in answered:
+        replies = self.server.feed(wire)
+        codes = reply_codes(replies)
+        assert len(codes) == len(answered)
+        conn.receive_data(replies)
+        for command, code in zip(answered, codes, strict=True):
+            verb = command.verb
+            self.expected = expected_state(self.expected, verb, code)
+            if self.expected is State.ERROR:
+                with pytest.raises(RemoteProtocolError, match=f"{code}"):
+                    conn.next_event()
+                assert conn.state is State.ERROR and conn.pending == ()
+                assert not conn.open
+                return
             event = conn.next_event()
-            assert isinstance(event, ReplyReceived), event
+            if verb is Verb.DATA and code == 354:
+                assert isinstance(event, ContentRequested), event
+                assert not event.accepted
+            else:
+                assert isinstance(event, ReplyReceived), event
+                assert event.accepted == (code in SUCCESS[verb])
+                assert event.closing == is_closing(verb, code)
             assert event.command == command
-            self.expected = expected_state(self.expected, command.verb, event.reply.code)
+            assert event.reply.code == code
             assert conn.state is self.expected, (command, event.reply, conn.state)
         assert conn.next_event() is NEED_DATA
         assert conn.pending == ()
@@ -149,6 +221,20 @@ class SessionMachine(RuleBasedStateMachine):
     def vrfy(self) -> None:
         self.exchange([Vrfy("postmaster")])
 
+    @rule()
+    def help(self) -> None:
+        self.exchange([Help()])
+
+    @rule(
+        code=st.sampled_from(_SLOPPY_CODES),
+        command=st.sampled_from(_SLOPPY_TARGETS),
+    )
+    def sloppy_reply(self, code: int, command: Command) -> None:
+        # The server answers this command (if it goes ahead with it) with code.
+        self.server.recode = code
+        self.exchange([command])
+        self.server.recode = None
+
     @rule(roll=st.integers(0, 3))
     def quit(self, roll: int) -> None:
         # Rarer than the other rules: QUIT ends the interesting part of a run.
@@ -184,8 +270,9 @@ class SessionMachine(RuleBasedStateMachine):
     @invariant()
     def only_allowed_verbs_are_offered(self) -> None:
         allowed = self.conn.allowed_commands()
-        if self.conn.state in (State.CLOSING, State.CLOSED):
+        if self.conn.state in (State.CLOSING, State.CLOSED, State.ERROR):
             assert allowed == frozenset()
+            assert not self.conn.open
         if Verb.DATA in allowed:
             assert self.conn.accepted_recipients
 

@@ -27,6 +27,7 @@ from smtpbee import (
     ConnectionLostError,
     OutcomeUnknownError,
     PermanentReplyError,
+    RemoteProtocolError,
     SMTPTimeoutError,
     StartTLSInjectionError,
     TLSRequiredError,
@@ -130,7 +131,7 @@ async def test_a_batch_overlaps_messages_one_round_trip_each(
         ("a@x.test", ["d@x.test"], [b"thr", b"", b"ee\r\n"]),
     ]
     async with flavour.client(server) as c:
-        results = await c.sendmail_many(jobs)
+        results = await c.send_batch(jobs)
     await finished(server)
     assert results[0].data.code == 250 and results[2].data.code == 250
     assert (
@@ -187,8 +188,51 @@ async def test_421_mid_session_ends_it(flavour: Flavour, scripted_server: Any) -
     with pytest.raises(TransientReplyError) as caught:
         await client.sendmail("a@x.test", ["b@x.test"], BODY)
     assert caught.value.code == 421
+    # Not a refusal of MAIL: the server is closing, whatever the command was.
+    assert caught.value.phase == "service closing (in answer to MAIL FROM:<a@x.test>)"
+    assert str(caught.value).startswith("421 during service closing")
     assert not client.usable
     await finished(server)
+    assert [line.split()[0] for line in server.lines] == [b"EHLO", b"MAIL"]
+
+
+@pytest.mark.anyio
+async def test_221_to_a_command_other_than_quit_means_closing(
+    flavour: Flavour, scripted_server: Any
+) -> None:
+    server = scripted_server([*hello(), expect(b"NOOP"), send_then_close(b"221 2.0.0 bye\r\n")])
+    client = flavour.client(server)
+    await client.connect()
+    with pytest.raises(TransientReplyError) as caught:
+        await client.noop()
+    assert caught.value.code == 221
+    assert caught.value.phase.startswith("service closing (in answer to NOOP")
+    assert not client.usable
+    await finished(server)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("pushed", "error", "message"),
+    [
+        (b"250 2.0.0 unasked\r\n", RemoteProtocolError, r"reply \(250\) nothing asked for"),
+        (b"421 4.3.2 shutting down\r\n", TransientReplyError, "421 during service closing"),
+    ],
+)
+async def test_a_reply_nothing_asked_for_stops_the_next_command(
+    flavour: Flavour, scripted_server: Any, pushed: bytes, error: type[Exception], message: str
+) -> None:
+    server = scripted_server([*hello(), send(pushed), expect_close()])
+    client = flavour.client(server)
+    await client.connect()
+    await anyio.sleep(0.3)  # the pushed reply is there before the next command
+    with pytest.raises(error, match=message):
+        await client.sendmail("a@x.test", ["b@x.test"], BODY)
+    assert not client.usable
+    await client.close()
+    await finished(server)
+    # It was never taken as the reply to MAIL: MAIL was not even written.
+    assert [line.split()[0] for line in server.lines] == [b"EHLO"]
 
 
 @pytest.mark.anyio
@@ -278,8 +322,10 @@ async def test_starttls_response_injection_is_refused(
 async def test_tls_required_but_not_offered(flavour: Flavour, scripted_server: Any) -> None:
     server = scripted_server([*hello(), expect(b"QUIT"), send(b"221 bye\r\n")])
     client = flavour.client(server, tls=None)
-    with pytest.raises(TLSRequiredError):
+    with pytest.raises(TLSRequiredError, match='tls="none"') as caught:
         await client.connect()
+    # The server may simply run without TLS: that is no protocol violation.
+    assert not isinstance(caught.value, RemoteProtocolError)
     await finished(server)
     assert [line.split()[0] for line in server.lines] == [b"EHLO", b"QUIT"]
     assert not client.usable
@@ -322,7 +368,27 @@ async def test_a_refusing_greeting(flavour: Flavour, scripted_server: Any) -> No
     with pytest.raises(PermanentReplyError) as caught:
         await client.connect()
     assert caught.value.code == 554
+    assert not client.usable
     await finished(server)
+    # RFC 5321 §3.1: after a 554 greeting the server waits for QUIT; the client sends it.
+    assert server.lines == [b"QUIT\r\n"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("greeting", [b"421 4.3.2 busy\r\n", b"450 4.3.2 try later\r\n"])
+async def test_a_deferring_greeting_ends_the_session_at_once(
+    flavour: Flavour, scripted_server: Any, greeting: bytes
+) -> None:
+    server = scripted_server([send(greeting), expect_close()])
+    client = flavour.client(server)
+    with pytest.raises(TransientReplyError) as caught:
+        await client.connect()
+    assert caught.value.code == int(greeting[:3])
+    assert caught.value.phase == "greeting"
+    assert not client.usable
+    await client.close()
+    await finished(server)
+    assert server.lines == []
 
 
 @pytest.mark.anyio

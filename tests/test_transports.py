@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from servers import AiosmtpdServer, TLSAiosmtpdServer
 from smtpbee import (
@@ -29,23 +30,23 @@ from smtpbee import (
     InvalidInputError,
     LocalProtocolError,
     PermanentReplyError,
+    RemoteProtocolError,
     SMTPTimeoutError,
 )
 from smtpbee._auth import Plain
 from smtpbee._commands import Noop
 from smtpbee._extensions import Extensions
 from smtpbee._replies import Reply
-from smtpbee._requests import Timeouts, TLSMode
+from smtpbee._requests import Timeouts, TLSMode, resolve_tls_mode
 from smtpbee.transports import TLSVerificationError
+from smtpbee.transports._base import ClientBase
 from smtpbee.transports._common import (
-    ClientBase,
     Deadline,
     as_smtp_error,
     default_ssl_context,
     describe,
     is_verifying,
     local_hostname_for,
-    resolve_tls_mode,
     transcript_to,
 )
 from smtpbee.transports._message import body_source, prepare_message
@@ -292,6 +293,32 @@ async def test_a_50_mb_message_is_streamed(
     assert hashlib.sha256(received.content).hexdigest() == expected
 
 
+@pytest.mark.anyio
+async def test_a_batch_of_messages_and_tuples_on_one_connection(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    aiosmtpd_server.reject_recipients.add("nobody@x.test")
+    first = make_message(From="a@x.test", To="b@x.test", Bcc="hidden@x.test")
+    items: list[Any] = [
+        first,
+        ("a@x.test", ["nobody@x.test"], b"refused\r\n"),
+        ("a@x.test", "c@x.test", [b"Subject: t\r\n", b"\r\n", b"tuple\r\n"]),
+    ]
+    async with flavour.client(aiosmtpd_server) as c:
+        results = await c.send_batch(items)
+        assert c.usable
+    assert len(results) == 3
+    assert not isinstance(results[0], Exception)
+    assert results[0].accepted == ["b@x.test", "hidden@x.test"]
+    assert isinstance(results[1], PermanentReplyError)
+    assert results[1].recipients["nobody@x.test"].code == 550
+    assert not isinstance(results[2], Exception) and results[2].accepted == ["c@x.test"]
+    sent_first, sent_third = aiosmtpd_server.messages
+    assert b"hidden" not in sent_first.content and b"Bcc" not in sent_first.content
+    assert sent_third.content == b"Subject: t\r\n\r\ntuple\r\n"
+    assert aiosmtpd_server.connections == 1
+
+
 # ------------------------------------------------------------------------------------
 # Refusals
 
@@ -431,7 +458,8 @@ async def test_one_call_send(flavour: Flavour, aiosmtpd_starttls_server: TLSAios
 
 @pytest.mark.anyio
 async def test_small_commands(flavour: Flavour, aiosmtpd_server: AiosmtpdServer) -> None:
-    client = flavour.client(aiosmtpd_server)
+    lines: list[str] = []
+    client = flavour.client(aiosmtpd_server, transcript=lambda d, t: lines.append(d + t))
     with pytest.raises(LocalProtocolError):
         client.session  # noqa: B018 - not connected yet
     await client.connect()
@@ -439,13 +467,31 @@ async def test_small_commands(flavour: Flavour, aiosmtpd_server: AiosmtpdServer)
         await client.connect()
     assert (await client.ehlo()).code == 250
     assert (await client.rset()).code == 250
+    assert (await client.vrfy("postmaster")).code == 252
     assert (await client.vrfy("a@x.test")).code == 252
     assert (await client.expn("list")).code == 502
-    assert (await client.help()).code == 250
     assert isinstance(await client.command(Noop()), Reply)
+    # VRFY takes an RFC 5321 String: an Atom as is, anything else quoted.
+    assert "CVRFY postmaster" in lines and 'CVRFY "a@x.test"' in lines
+    assert client.usable
     assert (await client.quit()).code == 221
     assert not client.usable
     await client.close()
+    await client.close()
+
+
+@pytest.mark.anyio
+async def test_a_reply_code_the_rfc_does_not_allow_ends_the_session(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    client = flavour.client(aiosmtpd_server)
+    await client.connect()
+    # aiosmtpd answers HELP with 250; RFC 5321 §4.3.2 allows only 211 or 214.
+    with pytest.raises(RemoteProtocolError, match="250 is not a valid reply to HELP"):
+        await client.help()
+    assert not client.usable
+    with pytest.raises(LocalProtocolError):
+        await client.noop()
     await client.close()
 
 
@@ -472,15 +518,66 @@ async def test_the_pool_sends_20_messages_over_3_connections(
         allow_insecure=True,
     )
     async with pool:
-        results = await pool.send_many(messages)
+        results = await pool.send_batch(messages)
         one = await pool.sendmail("a@x.test", ["x@x.test"], b"x\r\n")
     assert one.accepted == ["x@x.test"]
+    assert len(results) == 20
     assert [r.accepted for r in results[:19]] == [[f"r{i}@x.test"] for i in range(19)]
     assert isinstance(results[19], PermanentReplyError)
     assert aiosmtpd_server.connections == 3
     assert len(aiosmtpd_server.messages) == 20
     with pytest.raises(InvalidInputError):
         module.SMTPPool("127.0.0.1", size=0)
+
+
+def _failing_body() -> Iterator[bytes]:
+    yield b"Subject: half\r\n\r\n"
+    raise RuntimeError("the body's source broke")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_the_pool_reports_smtp_errors_and_lets_other_errors_through(
+    anyio_backend: str, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    module = importlib.import_module(f"smtpbee.transports.{anyio_backend}")
+    async with module.SMTPPool(aiosmtpd_server.host, aiosmtpd_server.port, tls="none") as pool:
+        results = await pool.send_batch(
+            [("a@x.test", ["b@x.test"], 42), ("a@x.test", "c@x.test", b"fine\r\n")]
+        )
+        assert isinstance(results[0], InvalidInputError) and "int" in str(results[0])
+        assert not isinstance(results[1], Exception) and results[1].accepted == ["c@x.test"]
+        # Not an SMTP outcome: it propagates (trio's nursery wraps it in a group).
+        with pytest.raises((RuntimeError, ExceptionGroup)) as caught:
+            await pool.send_batch([("a@x.test", ["d@x.test"], _failing_body())])
+        error = caught.value
+        if isinstance(error, ExceptionGroup):
+            [error] = error.exceptions
+        assert isinstance(error, RuntimeError) and "broke" in str(error)
+        assert (await pool.sendmail("a@x.test", ["e@x.test"], b"after\r\n")).accepted
+    assert [m.rcpt_tos for m in aiosmtpd_server.messages] == [["c@x.test"], ["e@x.test"]]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_batch_that_raises_leaves_no_job_running(
+    anyio_backend: str, aiosmtpd_server: AiosmtpdServer
+) -> None:
+    module = importlib.import_module(f"smtpbee.transports.{anyio_backend}")
+    # The other message needs more round trips (one per RCPT): it is still under way
+    # when the failing body raises.
+    others = [f"c{i}@x.test" for i in range(10)]
+    items = [("a@x.test", ["b@x.test"], _failing_body()), ("a@x.test", others, b"x\r\n")]
+    async with module.SMTPPool(
+        aiosmtpd_server.host, aiosmtpd_server.port, size=2, tls="none"
+    ) as pool:
+        with pytest.raises((RuntimeError, ExceptionGroup)):
+            await pool.send_batch(items)
+        settled = list(aiosmtpd_server.messages)
+    # Whatever became of the other message, it was settled when send_batch raised:
+    # nothing of the batch goes on behind the caller's back.
+    await anyio.sleep(0.5)
+    assert aiosmtpd_server.messages == settled
 
 
 # ------------------------------------------------------------------------------------
@@ -525,7 +622,9 @@ def test_transcript_to_a_stream() -> None:
     write = transcript_to(stream)
     write("C", "EHLO x")
     write("S", "250 ok")
-    assert stream.getvalue() == "C: EHLO x\nS: 250 ok\n"
+    # What the server wrote cannot reach the terminal raw: controls come escaped.
+    write("S", "250 \x1b[2Jgr\u00fc\u00df\rfake")
+    assert stream.getvalue() == ("C: EHLO x\nS: 250 ok\nS: 250 \\x1b[2Jgr\u00fc\u00df\\rfake\n")
 
 
 def test_body_sources(tmp_path: Path) -> None:
@@ -568,7 +667,7 @@ def test_io_errors_become_smtp_errors() -> None:
 
 def test_deadline_is_kept_while_a_reply_is_incomplete() -> None:
     from smtpbee._events import Phase
-    from smtpbee._requests import Read, UpgradeTLS, Write
+    from smtpbee._requests import Poll, Read, UpgradeTLS, Write
 
     deadline = Deadline()
     assert deadline.remaining(Read(Phase.MAIL, 5.0, True), 100.0) == 5.0
@@ -576,7 +675,8 @@ def test_deadline_is_kept_while_a_reply_is_incomplete() -> None:
     assert deadline.remaining(Read(Phase.MAIL, 5.0, True), 103.0) == 5.0
     assert "the reply to MAIL" in describe(Read(Phase.MAIL, 5.0, True))
     assert "3 bytes" in describe(Write(b"abc", Phase.COMMAND, 1.0))
-    assert "TLS" in describe(UpgradeTLS())
+    assert describe(UpgradeTLS(60.0)) == "during the TLS handshake (60 s)"
+    assert "nothing asked for" in describe(Poll())
 
 
 def _server() -> Extensions:
@@ -640,9 +740,21 @@ def test_client_arguments_are_checked() -> None:
     base = ClientBase("mx.x.test", 465, timeout=3)
     assert base.tls_mode is TLSMode.IMPLICIT
     assert base.timeouts == Timeouts.uniform(3) and base.connect_timeout == 3
-    assert base.server_hostname == "mx.x.test" and base.verified_context
+    assert base.server_hostname == "mx.x.test" and is_verifying(base.ssl_context)
     assert not base.usable
     assert ClientBase("h", tls="none", connect_timeout=5).connect_timeout == 5
+    # A socket that is already TLS is implicit TLS; another explicit mode cannot apply.
+    wrapped = default_ssl_context().wrap_socket(
+        socket.socket(), server_hostname="mx.x.test", do_handshake_on_connect=False
+    )
+    with wrapped:
+        assert ClientBase(sock=wrapped, server_hostname="mx.x.test").tls_mode is TLSMode.IMPLICIT
+        implicit = ClientBase(sock=wrapped, server_hostname="mx.x.test", tls="implicit")
+        assert implicit.tls_mode is TLSMode.IMPLICIT
+        with pytest.raises(InvalidInputError, match="already TLS"):
+            ClientBase(sock=wrapped, server_hostname="mx.x.test", tls="starttls")
+        with pytest.raises(InvalidInputError, match="already TLS"):
+            ClientBase(sock=wrapped, server_hostname="mx.x.test", tls="none")
 
 
 def test_importing_the_package_does_not_import_trio() -> None:
@@ -669,6 +781,6 @@ def test_the_sync_transport_refuses_async_bodies(aiosmtpd_server: AiosmtpdServer
     with SMTPClient(aiosmtpd_server.host, aiosmtpd_server.port, tls="none") as client:
         body = pieces()
         with pytest.raises(InvalidInputError, match="async"):
-            client.sendmail("a@x.test", ["b@x.test"], body)
+            client.sendmail("a@x.test", ["b@x.test"], body)  # type: ignore[arg-type]
         assert client.noop().code == 250
         assert client.pipeline([Noop()])[0].code == 250

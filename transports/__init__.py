@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from smtpbee.transports._common import TLSInfo, TLSVerificationError, transcript_to
+from smtpbee._errors import TLSVerificationError
+from smtpbee.transports._common import TLSInfo, default_ssl_context, transcript_to
 
 if TYPE_CHECKING:
     from smtpbee.transports._asyncio import AsyncSMTPClient
-    from smtpbee.transports._sync import SMTPClient
+    from smtpbee.transports._socket import SMTPClient
     from smtpbee.transports._trio import TrioSMTPClient
 
 __all__ = [
@@ -24,11 +25,12 @@ __all__ = [
     "TLSInfo",
     "TLSVerificationError",
     "TrioSMTPClient",
+    "default_ssl_context",
     "transcript_to",
 ]
 
 _LAZY = {
-    "SMTPClient": "smtpbee.transports._sync",
+    "SMTPClient": "smtpbee.transports._socket",
     "AsyncSMTPClient": "smtpbee.transports._asyncio",
     "TrioSMTPClient": "smtpbee.transports._trio",
 }

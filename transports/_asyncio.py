@@ -1,146 +1,202 @@
 # smtpbee/transports/_asyncio
 #
-# The asyncio transport: a StreamReader/StreamWriter pair and the core's procedures.
+# The asyncio transport: a small Protocol of its own and the core's procedures.
 #
 # Theory of operation
 # -------------------
-# As in the blocking transport, each method plans a procedure and _run()
-# answers its requests; here with awaits under asyncio.timeout(). A write is
-# write() plus drain() within the request's timeout; a read is one read() within
-# what is left of the reply's Deadline; STARTTLS is StreamWriter.start_tls().
+# AsyncClient (_async/client.py) holds the public methods and the request
+# loop; this class answers the requests with an asyncio transport:
+#   * Read: what _Stream has received, waiting (under what is left of the
+#     reply's Deadline) when it has nothing;
+#   * Write: write() plus a wait for the transport's buffer to drain, under
+#     the request's timeout;
+#   * Poll: what _Stream holds already, without waiting;
+#   * UpgradeTLS: loop.start_tls() on the same transport;
+#   * PullBody: the next piece of a body (iterable or async iterable).
+# _Stream is a plain asyncio.Protocol rather than a StreamReader so that what
+# arrived and was not asked for can be handed to the core through public API.
 #
-# Invariants:
-#   * cancellation (or any failure) in the middle of a procedure leaves no
-#     half-written command behind: the session is marked failed and the
-#     transport aborted, so nothing more goes out on that connection;
-#   * StreamReader buffers ahead: at STARTTLS whatever it holds is handed to the
-#     core first, which refuses it (StartTLSInjectionError) before any handshake.
+# Invariant: cancellation (or any failure) in the middle of a procedure marks
+# the session failed and aborts the transport, so nothing more goes out on
+# that connection.
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.message
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Sequence,
-)
-from typing import Any, cast
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
-from smtpbee._errors import LocalProtocolError
-from smtpbee._extensions import Extensions
-from smtpbee._requests import PullBody, Read, Request, TLSMode, Write
-from smtpbee._transaction import SendResult
-from smtpbee.transports._async import AsyncClientBase, Pieces, send_one
-from smtpbee.transports._common import (
-    Deadline,
-    as_smtp_error,
-    tls_info,
-)
-from smtpbee.transports._message import READ_SIZE
+from smtpbee._requests import Poll, PullBody, Read, Request, UpgradeTLS, Write
+from smtpbee.transports._async.client import AsyncClient
+from smtpbee.transports._async.one_call import send_with
+from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._pool import PoolBase
 
 __all__ = ["AsyncSMTPClient", "SMTPClient", "SMTPPool", "send"]
 
-_WRITE_SLICE = 1 << 20
+
+class _Stream(asyncio.Protocol):
+    """The bytes an asyncio transport delivers, and its flow control."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._received = bytearray()
+        self._eof = False
+        self._lost: BaseException | None = None
+        self._readable: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._received += data
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._lost = exc or ConnectionResetError("the connection was closed")
+        self._wake_reader()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    def _wake_reader(self) -> None:
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(None)
+
+    def take(self) -> bytes | None:
+        """What arrived and was not taken yet; b"" at the end; None if nothing."""
+        if self._received:
+            data = bytes(self._received)
+            self._received.clear()
+            return data
+        return b"" if self._eof else None
+
+    async def read(self) -> bytes:
+        while (data := self.take()) is None:
+            self._readable = asyncio.get_running_loop().create_future()
+            await self._readable
+        return data
+
+    async def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self._lost is not None or transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        transport.write(data)
+        if self._writable is not None:
+            await self._writable
+            if self._lost is not None:
+                raise ConnectionResetError("the connection was closed") from self._lost
 
 
-class AsyncSMTPClient(AsyncClientBase):
-    """An SMTP client on asyncio streams; see ClientBase for the arguments.
+class AsyncSMTPClient(AsyncClient):
+    """An SMTP client on asyncio; the arguments are ClientBase's.
 
-    ``sock`` may be a connected socket or a (StreamReader, StreamWriter) pair.
-    Use ``async with`` (connect on entry, QUIT and close on exit).
+    ``sock`` may be a connected socket. Use ``async with`` (connect on entry,
+    QUIT and close on exit).
     """
 
-    _reader: asyncio.StreamReader | None = None
-    _writer: asyncio.StreamWriter | None = None
-    _deadline = Deadline()
+    _stream: _Stream | None = None
+    _takes_async_bodies = True
 
     @property
     def _connected(self) -> bool:
-        return self._writer is not None
+        return self._stream is not None
 
-    async def connect(self) -> Extensions:
-        """Connect, wrap implicit TLS, read the greeting, EHLO, STARTTLS as the mode says."""
-        if self._writer is not None:
-            raise LocalProtocolError("already connected")
-        given = self._sock_given
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                if isinstance(given, tuple):
-                    self._reader, self._writer = given
-                elif given is not None:
-                    self._reader, self._writer = await asyncio.open_connection(sock=given)
-                else:
-                    self._reader, self._writer = await asyncio.open_connection(
-                        self.host,
-                        self.port,
-                        local_addr=self.source_address,
-                        happy_eyeballs_delay=0.25,
-                    )
-                sockname = self._writer.get_extra_info("sockname")
-                if self.tls_mode is TLSMode.IMPLICIT:
-                    await self._start_tls(self.connect_timeout)
-        except Exception as exc:
-            await self._abort()
-            error = as_smtp_error(exc, f"connecting to {self.host}:{self.port}")
-            if error is None:
-                raise
-            raise error from error.__cause__
-        self._new_session(sockname)
-        return cast(Extensions, await self._run(self.session.open()))
+    async def _open(self) -> Any:
+        loop = asyncio.get_running_loop()
+        stream = _Stream()
+        async with asyncio.timeout(self.connect_timeout):
+            if self._sock_given is not None:
+                await loop.create_connection(lambda: stream, sock=self._sock_given)
+            else:
+                await loop.create_connection(
+                    lambda: stream,
+                    self._host,
+                    self.port,
+                    local_addr=self.source_address,
+                    happy_eyeballs_delay=0.25,
+                )
+        self._stream = stream
+        assert stream.transport is not None
+        return stream.transport.get_extra_info("sockname")
 
-    async def _start_tls(self, timeout: float) -> bool:
-        assert self._writer is not None
-        await self._writer.start_tls(
-            self.ssl_context, server_hostname=self.server_hostname, ssl_handshake_timeout=timeout
-        )
-        self.tls_info = tls_info(self._writer.get_extra_info("ssl_object"), self.verified_context)
-        return self.verified_context
-
-    async def _serve(self, request: Request, body: Pieces) -> Any:
-        reader, writer = self._reader, self._writer
-        if reader is None or writer is None:
+    async def _serve(self, request: Request, body: Any) -> Any:
+        stream = self._stream
+        if stream is None or stream.transport is None:
             raise ConnectionError("the connection is closed")
         if isinstance(request, Read):
             remaining = self._deadline.remaining(request, asyncio.get_running_loop().time())
             async with asyncio.timeout(max(remaining, 0)):
-                return await reader.read(READ_SIZE)
+                return await stream.read()
         if isinstance(request, Write):
-            # In slices: the transport copies what it cannot send at once, so a
-            # large body written whole would be held twice.
-            data = memoryview(request.data)
             async with asyncio.timeout(request.timeout):
-                for start in range(0, len(data), _WRITE_SLICE):
-                    writer.write(data[start : start + _WRITE_SLICE])
-                    await writer.drain()
+                await stream.write(request.data)
             return None
         if isinstance(request, PullBody):
             if isinstance(body, AsyncIterator):
                 return await anext(body, b"")
             return next(body, b"")
-        # The reader's buffer is not public API; reading it is the only way to
-        # see bytes that arrived after the 220 and were not yet asked for.
-        self._refuse_early_bytes(bytes(getattr(reader, "_buffer", b"")))
-        return await self._start_tls(self.timeouts.command)
+        if isinstance(request, Poll):
+            return stream.take()
+        assert isinstance(request, UpgradeTLS)
+        return await self._start_tls(stream, request.timeout)
+
+    async def _start_tls(self, stream: _Stream, timeout: float) -> bool:
+        assert stream.transport is not None
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            transport = await loop.start_tls(
+                stream.transport,
+                stream,
+                self.ssl_context,
+                server_hostname=self.server_hostname,
+                ssl_handshake_timeout=timeout,
+            )
+        assert isinstance(transport, asyncio.Transport)
+        stream.transport = transport
+        verified = is_verifying(self.ssl_context)
+        self.tls_info = tls_info(transport.get_extra_info("ssl_object"), verified)
+        return verified
 
     async def _abort(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.transport.abort()
+        stream, self._stream = self._stream, None
+        if stream is not None and stream.transport is not None:
+            stream.transport.abort()
 
     async def close(self) -> None:
         """Close the connection (no QUIT); safe to call twice."""
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+        stream, self._stream = self._stream, None
+        if stream is None or stream.transport is None:
+            return
+        stream.transport.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await asyncio.shield(stream.closed)
 
 
 SMTPClient = AsyncSMTPClient
+
+send = functools.partial(send_with, AsyncSMTPClient)
+"""Connect, log in if asked, send one message, QUIT (see send_with for the arguments)."""
 
 
 class SMTPPool(PoolBase):
@@ -156,28 +212,9 @@ class SMTPPool(PoolBase):
     def _slot(self) -> asyncio.Semaphore:
         return self._slots
 
-    async def _run_all(self, jobs: list[Callable[[], Awaitable[None]]]) -> None:
-        await asyncio.gather(*(job() for job in jobs))
-
-
-async def send(
-    message_or_body: email.message.Message | Any,
-    *,
-    host: str,
-    port: int = 25,
-    sender: str | None = None,
-    recipients: Sequence[str] | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    **client_kwargs: Any,
-) -> SendResult:
-    """Connect, log in if asked, send one message, QUIT."""
-    client = AsyncSMTPClient(host, port, **client_kwargs)
-    return await send_one(
-        client,
-        message_or_body,
-        sender=sender,
-        recipients=recipients,
-        username=username,
-        password=password,
-    )
+    async def _run_all(self, jobs: list[Callable[[], Coroutine[Any, Any, None]]]) -> None:
+        # A task group, not gather(): if one job fails, the others are
+        # cancelled and awaited before this returns, like trio's nursery.
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job())

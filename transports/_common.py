@@ -9,12 +9,6 @@
 # (smtpbee._requests), and everything around that loop that does not touch a
 # socket lives here, once:
 #
-#   * ClientBase: the constructor every client has, the choice of TLS mode from
-#     the port, the default SSL context, the ClientSession built once the local
-#     address is known, and the procedures behind each public method
-#     (``_plan_*``), so a transport method is "plan, then run".
-#   * step(): one turn of a procedure (send a result or throw an error in), so
-#     the transport loops hold no generator bookkeeping.
 #   * as_smtp_error(): the one mapping of I/O failures to the errors the
 #     procedures understand (SMTPTimeoutError, ConnectionLostError). A failed
 #     certificate check becomes TLSVerificationError, a ConnectionLostError with
@@ -23,38 +17,38 @@
 #   * Deadline: Read.new_wait starts a fresh deadline, otherwise the running one
 #     is kept, so a server dripping one byte at a time still times out.
 #
-# The envelope and bytes of a message and the sources of bodies are in
-# _message; the connection pool of the async transports is in _pool.
+# The constructor every client shares is in _base; the envelope and bytes of
+# a message and the sources of bodies in _message; the public methods and the
+# request loop in _async/client.py (and, generated from it, _sync/client.py);
+# the pool of the async transports in _pool.
 #
 # Invariant: nothing here decides anything about the protocol; the procedures
 # do. This module only translates between the user's Python values and them.
 from __future__ import annotations
 
-import email.message
 import ipaddress
 import ssl
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO, TypeAlias
+from typing import Any, Protocol, TextIO
 
-from smtpbee._auth import SASLMechanism
-from smtpbee._commands import Command
 from smtpbee._errors import (
     ConnectionLostError,
-    InvalidInputError,
-    LocalProtocolError,
     SMTPError,
     SMTPTimeoutError,
+    TLSVerificationError,
 )
-from smtpbee._extensions import Extensions
-from smtpbee._procedures import ClientSession
-from smtpbee._receivebuffer import ReplyLimits
-from smtpbee._requests import Procedure, Read, Request, Timeouts, TLSMode, UpgradeTLS, Write
-from smtpbee._state import State
-from smtpbee.transports._message import batch_source, body_source, prepare_message
+from smtpbee._exchange import Transcript
+from smtpbee._replies import escape_text
+from smtpbee._requests import (
+    Poll,
+    PullBody,
+    Read,
+    Request,
+    UpgradeTLS,
+    Write,
+)
 
 __all__ = [
-    "ClientBase",
     "Deadline",
     "TLSInfo",
     "TLSVerificationError",
@@ -64,38 +58,21 @@ __all__ = [
     "describe",
     "is_verifying",
     "local_hostname_for",
-    "resolve_tls_mode",
-    "step",
     "tls_info",
     "transcript_to",
 ]
-
-Transcript: TypeAlias = Callable[[str, str], None]
-_DEAD_STATES = frozenset({State.CLOSING, State.CLOSED, State.ERROR})
-
-
-class TLSVerificationError(ConnectionLostError):
-    """The server's certificate failed verification; the cause is the ssl error."""
-
 
 # ----------------------------------------------------------------------------
 # TLS
 
 
-def resolve_tls_mode(tls: TLSMode | str | None, port: int) -> TLSMode:
-    """The TLS mode: implicit on port 465, required STARTTLS elsewhere, unless named."""
-    if tls is None:
-        return TLSMode.IMPLICIT if port == 465 else TLSMode.STARTTLS
-    try:
-        return TLSMode(tls.value if isinstance(tls, TLSMode) else tls.lower())
-    except ValueError:
-        names = ", ".join(m.value for m in TLSMode)
-        raise InvalidInputError(f"tls must be one of {names}, not {tls!r}") from None
+def default_ssl_context(cafile: str | None = None) -> ssl.SSLContext:
+    """Verified TLS >= 1.2 with host names checked: the system's roots, or only ``cafile``'s.
 
-
-def default_ssl_context() -> ssl.SSLContext:
-    """The system's trust store, TLS >= 1.2, host names checked."""
-    context = ssl.create_default_context()
+    Raises:
+        OSError, ssl.SSLError: ``cafile`` cannot be read or holds no certificate.
+    """
+    context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -173,7 +150,12 @@ def describe(request: Request) -> str:
         return f"waiting for {request.phase.description} ({request.timeout:g} s)"
     if isinstance(request, Write):
         return f"sending {len(request.data)} bytes ({request.timeout:g} s)"
-    return "during the TLS handshake" if isinstance(request, UpgradeTLS) else "reading the body"
+    if isinstance(request, UpgradeTLS):
+        return f"during the TLS handshake ({request.timeout:g} s)"
+    if isinstance(request, Poll):
+        return "looking for replies nothing asked for"
+    assert isinstance(request, PullBody)
+    return "reading the body"
 
 
 class Deadline:
@@ -188,17 +170,6 @@ class Deadline:
         if request.new_wait:
             self._at = now + request.timeout
         return self._at - now
-
-
-def step(
-    proc: Procedure, value: Any = None, error: BaseException | None = None
-) -> tuple[bool, Any]:
-    """Advance a procedure: (False, next request) or (True, its result)."""
-    try:
-        request = proc.send(value) if error is None else proc.throw(error)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, request
 
 
 # ----------------------------------------------------------------------------
@@ -218,166 +189,14 @@ def local_hostname_for(sockname: Any) -> str:
 
 
 def transcript_to(stream: TextIO) -> Transcript:
-    """A transcript callable writing "C: ..." and "S: ..." lines to a text stream."""
+    """A transcript callable writing "C: ..." and "S: ..." lines to a text stream.
+
+    Lines are escaped again here (the core already escapes server text), so
+    a transcript callable of one's own can never be fed a line that moves the
+    terminal's cursor.
+    """
 
     def write(direction: str, line: str) -> None:
-        stream.write(f"{direction}: {line}\n")
+        stream.write(f"{direction}: {escape_text(line)}\n")
 
     return write
-
-
-# ----------------------------------------------------------------------------
-# The client: configuration, session and the procedures behind each method
-
-
-class ClientBase:
-    """What every transport's client has in common (configuration and plans)."""
-
-    def __init__(
-        self,
-        host: str | None = None,
-        port: int = 25,
-        *,
-        tls: TLSMode | str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        local_hostname: str | None = None,
-        source_address: tuple[str, int] | None = None,
-        sock: Any = None,
-        timeout: float | None = None,
-        timeouts: Timeouts | None = None,
-        connect_timeout: float = 30.0,
-        lmtp: bool = False,
-        limits: ReplyLimits | None = None,
-        transcript: Transcript | None = None,
-    ) -> None:
-        if host is None and sock is None:
-            raise InvalidInputError("give a host (or a connected sock)")
-        self.host = host
-        self.port = port
-        self.tls_mode = resolve_tls_mode(tls, port)
-        # Building the default context loads the system's CA store (tens of
-        # milliseconds): only done when TLS is actually used.
-        self._ssl_context = ssl_context
-        self.server_hostname = server_hostname or host
-        checks_name = ssl_context is None or ssl_context.check_hostname
-        needs_name = self.tls_mode is not TLSMode.NONE and checks_name
-        if needs_name and self.server_hostname is None:
-            raise InvalidInputError("TLS with host name checking needs server_hostname")
-        self.local_hostname = local_hostname
-        self.source_address = source_address
-        self._sock_given = sock
-        self.timeouts = timeouts or (Timeouts.uniform(timeout) if timeout else Timeouts())
-        self.connect_timeout = min(connect_timeout, timeout) if timeout else connect_timeout
-        self.lmtp = lmtp
-        self.limits = limits
-        self.transcript = transcript
-        self._session: ClientSession | None = None
-        self.tls_info: TLSInfo | None = None
-        """The TLS layer of the connection, or None while it is plaintext."""
-
-    @property
-    def ssl_context(self) -> ssl.SSLContext:
-        """The context for TLS: the one given, or a verifying default."""
-        if self._ssl_context is None:
-            self._ssl_context = default_ssl_context()
-        return self._ssl_context
-
-    @property
-    def verified_context(self) -> bool:
-        return is_verifying(self.ssl_context)
-
-    @property
-    def session(self) -> ClientSession:
-        """The core session (for low-level use); exists once connected."""
-        if self._session is None:
-            raise LocalProtocolError("not connected: call connect() first")
-        return self._session
-
-    @property
-    def extensions(self) -> Extensions:
-        """What the server advertised in its last EHLO."""
-        return self.session.conn.extensions
-
-    @property
-    def usable(self) -> bool:
-        """Whether the session can take another command."""
-        return self._session is not None and self._session.conn.state not in _DEAD_STATES
-
-    def _refuse_early_bytes(self, data: bytes) -> None:
-        # Bytes already here when the handshake is due were not protected by
-        # TLS: the core decides (StartTLSInjectionError), the transport only shows it.
-        if data:
-            self.session.conn.receive_data(data)
-            self.session.conn.next_event()
-
-    def _new_session(self, sockname: Any) -> ClientSession:
-        self._session = ClientSession(
-            local_hostname=self.local_hostname or local_hostname_for(sockname),
-            tls=self.tls_mode,
-            lmtp=self.lmtp,
-            timeouts=self.timeouts,
-            limits=self.limits,
-            transcript=self.transcript,
-        )
-        return self._session
-
-    def _plan_sendmail(
-        self,
-        sender: str,
-        recipients: str | Sequence[str],
-        body: Any,
-        mail_options: Mapping[str, Any] | None,
-        rcpt_options: Mapping[str, Any] | None,
-        smtputf8: bool,
-    ) -> tuple[Procedure, Iterator[bytes] | AsyncIterable[bytes]]:
-        info, pieces = body_source(body)
-        if isinstance(recipients, str):
-            recipients = [recipients]
-        proc = self.session.send_mail(
-            sender,
-            recipients,
-            body=info,
-            smtputf8=smtputf8,
-            mail_options=mail_options,
-            rcpt_options=rcpt_options,
-        )
-        return proc, pieces
-
-    def _plan_sendmail_many(
-        self, jobs: Iterable[tuple[str, str | Sequence[str], Any]]
-    ) -> tuple[Procedure, Iterator[bytes]]:
-        mail_jobs, bodies = batch_source(jobs)
-        return self.session.send_many(mail_jobs), bodies
-
-    def _plan_message(
-        self,
-        msg: email.message.Message,
-        sender: str | None,
-        recipients: Sequence[str] | None,
-        mail_options: Mapping[str, Any] | None,
-        rcpt_options: Mapping[str, Any] | None,
-    ) -> tuple[Procedure, Iterator[bytes] | AsyncIterable[bytes]]:
-        server = self.extensions
-        prepared = prepare_message(msg, sender=sender, recipients=recipients, server=server)
-        return self._plan_sendmail(
-            prepared.sender,
-            prepared.recipients,
-            prepared.data,
-            mail_options,
-            rcpt_options,
-            prepared.smtputf8,
-        )
-
-    def _plan_login(
-        self, username: str, password: str, mechanism: str | None, allow_insecure: bool
-    ) -> Procedure:
-        return self.session.login(
-            username, password, mechanism=mechanism, allow_insecure=allow_insecure
-        )
-
-    def _plan_auth(self, mechanism: SASLMechanism, allow_insecure: bool) -> Procedure:
-        return self.session.authenticate(mechanism, allow_insecure=allow_insecure)
-
-    def _plan_command(self, command: Command) -> Procedure:
-        return self.session.command(command)

@@ -11,14 +11,16 @@
 #     and Resent-Bcc are removed from a copy before it is flattened with CRLF
 #     line ends; the user's message is never changed. The message goes as
 #     SMTPUTF8 only when it has to: a non-ASCII address, or non-ASCII headers
-#     that the server can take as UTF-8 (RFC 2047 encoding otherwise).
+#     that the server can take as UTF-8 (RFC 2047 encoding otherwise): the
+#     core decides (wants_smtputf8), this module only serialises.
 #   * body_source() turns any body into the BodyInfo the procedures plan with
 #     and the pieces PullBody hands out: a bytes-like body is known whole, a
 #     binary file is read in READ_SIZE pieces (its size known when it is a
 #     regular or seekable file), any other iterable or async iterable of bytes
 #     is streamed as given.
-#   * batch_source() makes the MailJobs of a batch and one stream of their
-#     bodies, each ended by b"".
+#   * batch_source() makes the MailJobs of a batch (email messages or
+#     (sender, recipients, body) tuples) and one stream of their bodies, each
+#     ended by b"".
 #
 # Invariant: an empty piece never reaches PullBody from inside a body, since
 # b"" is how a body ends there; only batch_source() puts it between bodies.
@@ -38,10 +40,12 @@ from typing import IO, Any, TypeAlias
 
 from smtpbee._errors import InvalidInputError
 from smtpbee._extensions import Extensions
-from smtpbee._transaction import BodyInfo, MailJob
+from smtpbee._transaction import BodyInfo, MailJob, wants_smtputf8
 
 __all__ = [
     "READ_SIZE",
+    "AsyncBody",
+    "BatchItem",
     "Body",
     "PreparedMessage",
     "batch_source",
@@ -53,6 +57,13 @@ READ_SIZE = 64 * 1024
 """Bytes asked of the socket per read, and per piece of a file body."""
 
 Body: TypeAlias = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
+"""A message body: bytes, a binary file, or an iterable of bytes (streamed)."""
+
+AsyncBody: TypeAlias = Body | AsyncIterable[bytes]
+"""What the async clients take as a body: also an async iterable of bytes."""
+
+BatchItem: TypeAlias = email.message.Message | tuple[str, str | Sequence[str], Body]
+"""One message of a batch: an email message, or (sender, recipients, body)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +129,7 @@ def prepare_message(
     del stripped["Resent-Bcc"]
     international = not all(a.isascii() for a in (sender, *recipients))
     headers_8bit = any(not str(v).isascii() for v in stripped.values())
-    utf8 = international or (headers_8bit and server.smtputf8)
+    utf8 = wants_smtputf8(server, addresses=international, headers=headers_8bit)
     buffer = io.BytesIO()
     policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
     generator: email.generator.BytesGenerator[Any]
@@ -183,17 +194,35 @@ async def _non_empty_async(pieces: AsyncIterable[Any]) -> AsyncIterator[bytes]:
 
 
 def batch_source(
-    jobs: Iterable[tuple[str, str | Sequence[str], Any]],
+    items: Iterable[BatchItem], server: Extensions
 ) -> tuple[list[MailJob], Iterator[bytes]]:
-    """The MailJobs of a batch and one stream of their bodies, each ended by b""."""
+    """The MailJobs of a batch and one stream of their bodies, each ended by b"".
+
+    Raises:
+        InvalidInputError: an item that is neither a message nor a
+            (sender, recipients, body) tuple, or an async body.
+    """
     mail_jobs: list[MailJob] = []
     sources: list[Iterator[bytes]] = []
-    for sender, recipients, body in jobs:
+    for item in items:
+        body: Body
+        if isinstance(item, email.message.Message):
+            prepared = prepare_message(item, sender=None, recipients=None, server=server)
+            sender, rcpts, body = prepared.sender, prepared.recipients, prepared.data
+            smtputf8 = prepared.smtputf8
+        elif isinstance(item, tuple) and len(item) == 3:
+            sender, recipients, body = item
+            rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
+            smtputf8 = False
+        else:
+            raise InvalidInputError(
+                "a batch item is an email message or a (sender, recipients, body) tuple,"
+                f" not {type(item).__name__}"
+            )
         info, pieces = body_source(body)
         if not isinstance(pieces, Iterator):
             raise InvalidInputError("a batch takes bytes, files or iterables of bytes as bodies")
-        rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
-        mail_jobs.append(MailJob(sender=sender, recipients=rcpts, body=info))
+        mail_jobs.append(MailJob(sender=sender, recipients=rcpts, body=info, smtputf8=smtputf8))
         sources.append(pieces)
 
     def bodies() -> Iterator[bytes]:

@@ -15,17 +15,19 @@
 #
 # Invariants: no more than ``size`` messages, and so connections, are in
 # flight at once; an idle connection that can no longer be used is closed,
-# never handed out; send_many() reports each message's outcome (a SendResult
-# or the exception) without one failure stopping the others.
+# never handed out; send_batch() reports each message's outcome (a SendResult
+# or the SMTPError) without one failure stopping the others.
 from __future__ import annotations
 
 import email.message
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, Self
 
 from smtpbee._errors import InvalidInputError, SMTPError
 from smtpbee._extensions import Extensions
+from smtpbee._transaction import SendResult
+from smtpbee.transports._message import BatchItem
 
 __all__ = ["PoolBase"]
 
@@ -35,8 +37,8 @@ class _AsyncClient(Protocol):
     def usable(self) -> bool: ...
     async def connect(self) -> Extensions: ...
     async def login(self, *args: Any, **kwargs: Any) -> Any: ...
-    async def send_message(self, *args: Any, **kwargs: Any) -> Any: ...
-    async def sendmail(self, *args: Any, **kwargs: Any) -> Any: ...
+    async def send_message(self, *args: Any, **kwargs: Any) -> SendResult: ...
+    async def sendmail(self, *args: Any, **kwargs: Any) -> SendResult: ...
     async def quit(self) -> Any: ...
     async def close(self) -> None: ...
 
@@ -84,7 +86,7 @@ class PoolBase:
     def _slot(self) -> AbstractAsyncContextManager[Any]:
         raise NotImplementedError
 
-    async def _run_all(self, jobs: list[Callable[[], Awaitable[None]]]) -> None:
+    async def _run_all(self, jobs: list[Callable[[], Coroutine[Any, Any, None]]]) -> None:
         raise NotImplementedError
 
     async def _borrow(self) -> _AsyncClient:
@@ -100,7 +102,9 @@ class PoolBase:
             await client.login(username, password, allow_insecure=allow_insecure)
         return client
 
-    async def _with_client(self, job: Callable[[_AsyncClient], Awaitable[Any]]) -> Any:
+    async def _with_client(
+        self, job: Callable[[_AsyncClient], Awaitable[SendResult]]
+    ) -> SendResult:
         async with self._slot():
             client = await self._borrow()
             try:
@@ -111,31 +115,41 @@ class PoolBase:
                 else:
                     await client.close()
 
-    async def send_message(self, msg: email.message.Message, **options: Any) -> Any:
+    async def send_message(self, msg: email.message.Message, **options: Any) -> SendResult:
         """Send one message over a pooled connection (options as for send_message)."""
         return await self._with_client(lambda client: client.send_message(msg, **options))
 
-    async def sendmail(self, sender: str, recipients: Any, body: Any, **options: Any) -> Any:
+    async def sendmail(
+        self, sender: str, recipients: str | Sequence[str], body: Any, **options: Any
+    ) -> SendResult:
         """Send one body over a pooled connection (arguments as for sendmail)."""
         return await self._with_client(
             lambda client: client.sendmail(sender, recipients, body, **options)
         )
 
-    async def send_many(self, messages: Sequence[email.message.Message]) -> list[Any]:
-        """Send messages over the pool; each result is a SendResult or the exception."""
-        results: list[Any] = [None] * len(messages)
+    async def send_batch(self, items: Sequence[BatchItem]) -> list[SendResult | SMTPError]:
+        """Send messages concurrently over the pool, each on its own.
 
-        def job(index: int, msg: email.message.Message) -> Callable[[], Awaitable[None]]:
+        Each item is an email message or a ``(sender, recipients, body)`` tuple.
+        Returns, per item, its SendResult or the SMTPError that ended it; an
+        error that is not an SMTP outcome (a bug, a wrong type) propagates.
+        """
+        results: list[SendResult | SMTPError | None] = [None] * len(items)
+
+        def job(index: int, item: BatchItem) -> Callable[[], Coroutine[Any, Any, None]]:
             async def run() -> None:
                 try:
-                    results[index] = await self.send_message(msg)
-                except Exception as exc:
+                    if isinstance(item, email.message.Message):
+                        results[index] = await self.send_message(item)
+                    else:
+                        results[index] = await self.sendmail(*item)
+                except SMTPError as exc:
                     results[index] = exc
 
             return run
 
-        await self._run_all([job(i, m) for i, m in enumerate(messages)])
-        return results
+        await self._run_all([job(i, item) for i, item in enumerate(items)])
+        return [result for result in results if result is not None]
 
     async def aclose(self) -> None:
         """QUIT and close every idle connection."""

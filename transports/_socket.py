@@ -31,7 +31,8 @@ from typing import Any
 from smtpbee._requests import Poll, PullBody, Read, Request, UpgradeTLS, Write
 from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._message import READ_SIZE
-from smtpbee.transports._sync.client import SyncClient, send_with
+from smtpbee.transports._sync.client import SyncClient
+from smtpbee.transports._sync.one_call import send_with
 
 __all__ = ["SMTPClient", "send"]
 

@@ -4,56 +4,57 @@
 #
 # Theory of operation
 # -------------------
-# As in the other transports, each method plans a procedure and _run() answers
-# its requests: a read is one receive_some() under fail_after() with what is
-# left of the reply's Deadline, a write is send_all() under the request's
-# timeout, STARTTLS wraps the stream in trio.SSLStream and does the handshake.
-# trio's own failures are translated at the edge of _serve (TooSlowError is a
-# timeout, Broken/ClosedResourceError a lost connection, the ssl error kept as
-# the cause) so the shared mapping in _common stays trio-free.
+# AsyncClient (_async/client.py) holds the public methods and the request
+# loop; this class answers the requests with a trio Stream:
+#   * Read: one receive_some() under fail_after() with what is left of the
+#     reply's Deadline;
+#   * Write: send_all() under the request's timeout;
+#   * Poll: a receive only when the stream's socket is readable now. An
+#     SSLStream is not polled: its socket turns readable for TLS records that
+#     carry no data (TLS 1.3 session tickets), and a receive would then wait;
+#     nor is a stream without a socket, such as trio's memory streams. Bytes
+#     the server sent unasked are still refused when they are read;
+#   * UpgradeTLS: wrap the stream in trio.SSLStream and do the handshake (a
+#     stream given as an SSLStream is reported as it is).
+# trio's own failures are translated at the edge (TooSlowError is a timeout,
+# Broken/ClosedResourceError a lost connection, the ssl error kept as the
+# cause) so the shared mapping in _common stays trio-free.
 #
-# Invariants: a cancellation or failure in the middle of a procedure marks the
+# Invariant: a cancellation or failure in the middle of a procedure marks the
 # session failed and closes the stream at once (trio.aclose_forcefully), so a
-# half-sent command is never followed by anything. A SocketStream does not
-# read ahead, so no plaintext byte can wait in a user-space buffer at STARTTLS.
+# half-sent command is never followed by anything.
 from __future__ import annotations
 
 import contextlib
-import email.message
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Sequence,
-)
-from typing import Any, cast
+import functools
+import select
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import trio
-from smtpbee._errors import LocalProtocolError
-from smtpbee._extensions import Extensions
-from smtpbee._requests import PullBody, Read, Request, TLSMode, Write
-from smtpbee._transaction import SendResult
-from smtpbee.transports._async import AsyncClientBase, Pieces, send_one
-from smtpbee.transports._common import (
-    Deadline,
-    as_smtp_error,
-    tls_info,
-)
+from smtpbee._requests import Poll, PullBody, Read, Request, UpgradeTLS, Write
+from smtpbee.transports._async.client import AsyncClient
+from smtpbee.transports._async.one_call import send_with
+from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._message import READ_SIZE
 from smtpbee.transports._pool import PoolBase
 
 __all__ = ["SMTPClient", "SMTPPool", "TrioSMTPClient", "send"]
 
 
-class TrioSMTPClient(AsyncClientBase):
-    """An SMTP client on a trio stream; see ClientBase for the arguments.
+class TrioSMTPClient(AsyncClient):
+    """An SMTP client on a trio stream; the arguments are ClientBase's.
 
-    ``sock`` may be a connected trio Stream. Use ``async with`` (connect on
-    entry, QUIT and close on exit).
+    ``sock`` may be a connected trio Stream (a trio.SSLStream means implicit
+    TLS). Use ``async with`` (connect on entry, QUIT and close on exit).
     """
 
     _stream: trio.abc.Stream | None = None
-    _deadline = Deadline()
+    _takes_async_bodies = True
+
+    @staticmethod
+    def _is_tls(sock: Any) -> bool:
+        return isinstance(sock, trio.SSLStream)
 
     @property
     def _connected(self) -> bool:
@@ -62,45 +63,19 @@ class TrioSMTPClient(AsyncClientBase):
     def _plain(self, exc: BaseException) -> BaseException:
         return _as_builtin(exc)
 
-    async def connect(self) -> Extensions:
-        """Connect, wrap implicit TLS, read the greeting, EHLO, STARTTLS as the mode says."""
-        if self._stream is not None:
-            raise LocalProtocolError("already connected")
+    async def _open(self) -> Any:
         local = self.source_address[0] if self.source_address else None
-        try:
-            with trio.fail_after(self.connect_timeout):
-                if self._sock_given is not None:
-                    self._stream = self._sock_given
-                else:
-                    self._stream = await trio.open_tcp_stream(
-                        cast(str, self.host),
-                        self.port,
-                        happy_eyeballs_delay=0.25,
-                        local_address=local,
-                    )
-                socket = getattr(self._stream, "socket", None)
-                sockname = socket.getsockname() if socket is not None else None
-                if self.tls_mode is TLSMode.IMPLICIT:
-                    await self._start_tls()
-        except BaseException as exc:
-            await self._abort()
-            error = as_smtp_error(_as_builtin(exc), f"connecting to {self.host}:{self.port}")
-            if error is None:
-                raise
-            raise error from error.__cause__
-        self._new_session(sockname)
-        return cast(Extensions, await self._run(self.session.open()))
+        with trio.fail_after(self.connect_timeout):
+            if self._sock_given is not None:
+                self._stream = self._sock_given
+            else:
+                self._stream = await trio.open_tcp_stream(
+                    self._host, self.port, happy_eyeballs_delay=0.25, local_address=local
+                )
+        socket = _socket_of(self._stream)
+        return socket.getsockname() if socket is not None else None
 
-    async def _start_tls(self) -> bool:
-        assert self._stream is not None
-        hostname = self.server_hostname
-        stream = trio.SSLStream(self._stream, self.ssl_context, server_hostname=hostname)
-        self._stream = stream
-        await stream.do_handshake()
-        self.tls_info = tls_info(stream, self.verified_context)
-        return self.verified_context
-
-    async def _serve(self, request: Request, body: Pieces) -> Any:
+    async def _serve(self, request: Request, body: Any) -> Any:
         stream = self._stream
         if stream is None:
             raise ConnectionError("the connection is closed")
@@ -116,8 +91,26 @@ class TrioSMTPClient(AsyncClientBase):
             if isinstance(body, AsyncIterator):
                 return await anext(body, b"")
             return next(body, b"")
-        with trio.fail_after(self.timeouts.command):
-            return await self._start_tls()
+        if isinstance(request, Poll):
+            socket = getattr(stream, "socket", None)
+            if socket is None or not select.select([socket.fileno()], [], [], 0)[0]:
+                return None
+            return await stream.receive_some(READ_SIZE)
+        assert isinstance(request, UpgradeTLS)
+        with trio.fail_after(request.timeout):
+            return await self._start_tls(stream)
+
+    async def _start_tls(self, stream: trio.abc.Stream) -> bool:
+        if isinstance(stream, trio.SSLStream):
+            verified = is_verifying(stream.context)
+        else:
+            hostname = self.server_hostname
+            stream = trio.SSLStream(stream, self.ssl_context, server_hostname=hostname)
+            self._stream = stream
+            await stream.do_handshake()
+            verified = is_verifying(self.ssl_context)
+        self.tls_info = tls_info(stream, verified)
+        return verified
 
     async def _abort(self) -> None:
         stream, self._stream = self._stream, None
@@ -134,6 +127,13 @@ class TrioSMTPClient(AsyncClientBase):
                     await stream.aclose()
 
 
+def _socket_of(stream: Any) -> Any:
+    """The trio socket under a SocketStream or an SSLStream over one, or None."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return getattr(stream, "socket", None)
+
+
 def _as_builtin(exc: BaseException) -> BaseException:
     # trio's failures as the builtin ones _common maps; the original is the cause.
     if isinstance(exc, trio.TooSlowError):
@@ -147,6 +147,9 @@ def _as_builtin(exc: BaseException) -> BaseException:
 
 
 SMTPClient = TrioSMTPClient
+
+send = functools.partial(send_with, TrioSMTPClient)
+"""Connect, log in if asked, send one message, QUIT (see send_with for the arguments)."""
 
 
 class SMTPPool(PoolBase):
@@ -162,30 +165,7 @@ class SMTPPool(PoolBase):
     def _slot(self) -> trio.Semaphore:
         return self._slots
 
-    async def _run_all(self, jobs: list[Callable[[], Awaitable[None]]]) -> None:
+    async def _run_all(self, jobs: list[Callable[[], Coroutine[Any, Any, None]]]) -> None:
         async with trio.open_nursery() as nursery:
             for job in jobs:
                 nursery.start_soon(job)
-
-
-async def send(
-    message_or_body: email.message.Message | Any,
-    *,
-    host: str,
-    port: int = 25,
-    sender: str | None = None,
-    recipients: Sequence[str] | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    **client_kwargs: Any,
-) -> SendResult:
-    """Connect, log in if asked, send one message, QUIT."""
-    client = TrioSMTPClient(host, port, **client_kwargs)
-    return await send_one(
-        client,
-        message_or_body,
-        sender=sender,
-        recipients=recipients,
-        username=username,
-        password=password,
-    )

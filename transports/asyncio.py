@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from smtpbee._errors import TLSVerificationError
 from smtpbee._requests import Timeouts, TLSMode
 from smtpbee._transaction import SendResult
 from smtpbee.transports._asyncio import AsyncSMTPClient, SMTPClient, SMTPPool, send
-from smtpbee.transports._common import TLSInfo, TLSVerificationError, transcript_to
+from smtpbee.transports._common import TLSInfo, default_ssl_context, transcript_to
 
 __all__ = [
     "AsyncSMTPClient",
@@ -16,6 +17,7 @@ __all__ = [
     "TLSMode",
     "TLSVerificationError",
     "Timeouts",
+    "default_ssl_context",
     "send",
     "transcript_to",
 ]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from smtpbee._errors import TLSVerificationError
 from smtpbee._requests import Timeouts, TLSMode
 from smtpbee._transaction import SendResult
-from smtpbee.transports._common import TLSInfo, TLSVerificationError, transcript_to
-from smtpbee.transports._sync import SMTPClient, send
+from smtpbee.transports._common import TLSInfo, default_ssl_context, transcript_to
+from smtpbee.transports._socket import SMTPClient, send
 
 __all__ = [
     "SMTPClient",
@@ -14,6 +15,7 @@ __all__ = [
     "TLSMode",
     "TLSVerificationError",
     "Timeouts",
+    "default_ssl_context",
     "send",
     "transcript_to",
 ]

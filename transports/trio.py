@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from smtpbee._errors import TLSVerificationError
 from smtpbee._requests import Timeouts, TLSMode
 from smtpbee._transaction import SendResult
-from smtpbee.transports._common import TLSInfo, TLSVerificationError, transcript_to
+from smtpbee.transports._common import TLSInfo, default_ssl_context, transcript_to
 from smtpbee.transports._trio import SMTPClient, SMTPPool, TrioSMTPClient, send
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "TLSVerificationError",
     "Timeouts",
     "TrioSMTPClient",
+    "default_ssl_context",
     "send",
     "transcript_to",
 ]

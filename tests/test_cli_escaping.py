@@ -1,0 +1,76 @@
+"""What a server writes reaches a person only escaped: probe, send --transcript, errors, JSON.
+
+A hostile server puts ANSI escapes, a C1 CSI, a lone CR (to overwrite the line)
+and a forged ``C:`` line in its replies; none of those control characters may
+reach the terminal, whatever the output mode.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+from servers import expect, expect_close, send
+from test_cli import smtpbee
+
+HOSTILE = b"\x1b[2J\x1b[1A\rC: AUTH PLAIN c2VjcmV0\x9b31m\xe2\x80\xae"
+CONTROLS = ("\x1b", "\x9b", "\r", "\u202e")
+
+
+def shown(run: subprocess.CompletedProcess[str]) -> str:
+    return run.stdout + run.stderr
+
+
+def hostile_session(*after_ehlo: Any) -> list[Any]:
+    return [
+        send(b"220 mx" + HOSTILE + b"\r\n"),
+        expect(b"EHLO "),
+        send(b"250-mx" + HOSTILE + b"\r\n250 X-EVIL" + HOSTILE + b"\r\n"),
+        *after_ehlo,
+    ]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_probe_escapes_the_greeting_and_the_extensions(scripted_server: Any, as_json: bool) -> None:
+    server = scripted_server(
+        hostile_session(expect(b"QUIT"), send(b"221 bye" + HOSTILE + b"\r\n"), expect_close())
+    )
+    args = ["probe", "--server", f"127.0.0.1:{server.port}", "--tls", "none"]
+    run = smtpbee(*args, *(["--json"] if as_json else []))
+    server.join()
+    assert run.returncode == 0, shown(run)
+    assert not any(control in shown(run) for control in CONTROLS)
+    if as_json:
+        assert run.stdout.isascii()
+        document = json.loads(run.stdout)
+        assert "\x1b[2J" in document["greeting"]["text"]  # lossless, as a JSON escape
+    else:
+        assert r"\x1b[2J" in run.stdout
+
+
+def test_send_transcript_and_errors_are_escaped(scripted_server: Any) -> None:
+    server = scripted_server(
+        hostile_session(
+            expect(b"MAIL"),
+            send(b"550 5.7.1 no" + HOSTILE + b"\r\n"),
+            expect(b"RSET"),
+            send(b"250 ok\r\n"),
+            expect(b"QUIT"),
+            send(b"221 bye\r\n"),
+            expect_close(),
+        )
+    )
+    run = smtpbee(
+        "send", "--server", f"127.0.0.1:{server.port}", "--tls", "none",
+        "--from", "a@x.test", "--to", "b@x.test", "--subject", "s", "--body", "b",
+        "--transcript",
+    )  # fmt: skip
+    server.join()
+    assert run.returncode == 69, shown(run)
+    assert not any(control in shown(run) for control in CONTROLS)
+    lines = run.stderr.splitlines()
+    transcript = [line for line in lines if line[:3] in ("C: ", "S: ")]
+    assert transcript and all(line.startswith(("C: ", "S: ")) for line in transcript)
+    assert not any(line.startswith("C: AUTH") for line in lines)
