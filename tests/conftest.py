@@ -28,6 +28,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from flavours import FLAVOURS, Flavour  # noqa: E402
 from servers import (  # noqa: E402
     DEFAULT_TIMEOUT,
     AiosmtpdServer,
@@ -44,6 +45,8 @@ __all__ = [
     "aiosmtpd_implicit_tls_server",
     "aiosmtpd_server",
     "aiosmtpd_starttls_server",
+    "anyio_backend",
+    "flavour",
     "postfix",
     "scripted_server",
     "trust_ca",
@@ -166,3 +169,15 @@ def postfix() -> PostfixServer:
     if not greeting.startswith(b"220"):
         return unavailable(f"Postfix at {server.host}:{server.port} greeted {greeting!r}")
     return server
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    """Each transport in turn: sync, asyncio (under asyncio) and trio (under trio)."""
+    return Flavour(request.param)
+
+
+@pytest.fixture
+def anyio_backend(flavour: Flavour) -> str:
+    """The event loop the flavour's client needs (the blocking one runs under asyncio)."""
+    return "trio" if flavour.name == "trio" else "asyncio"

@@ -11,20 +11,10 @@ from email.utils import make_msgid
 from typing import Any
 
 import pytest
+from flavours import Flavour
 from servers import PostfixServer
 from smtpbee import PermanentReplyError
 from smtpbee.transports._message import prepare_message
-from test_transports import FLAVOURS, Flavour
-
-
-@pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> Flavour:
-    return Flavour(request.param)
-
-
-@pytest.fixture
-def anyio_backend(flavour: Flavour) -> str:
-    return "trio" if flavour.name == "trio" else "asyncio"
 
 
 def client(flavour: Flavour, postfix: PostfixServer, **kwargs: Any) -> Any:

@@ -16,23 +16,13 @@ from email.utils import make_msgid
 from typing import Literal
 
 import pytest
+from flavours import Client, Flavour
 from servers import PostfixServer
 from smtpbee import AuthenticationRejected, InsecureAuthenticationError
 from test_cli import as_json, smtpbee
-from test_transports import FLAVOURS, Client, Flavour
 
 # Every mechanism the instance's smtpd.conf lists; PLAIN and LOGIN are the ones required.
 OFFERED = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"})
-
-
-@pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> Flavour:
-    return Flavour(request.param)
-
-
-@pytest.fixture
-def anyio_backend(flavour: Flavour) -> str:
-    return "trio" if flavour.name == "trio" else "asyncio"
 
 
 def client(

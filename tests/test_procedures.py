@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from drivers import Script
 from model_server import DEFAULT_EXTENSIONS, ModelServer, run_procedure
 from smtpbee._auth import Plain, SASLMechanism
 from smtpbee._commands import Noop
@@ -29,7 +29,7 @@ from smtpbee._errors import (
 from smtpbee._events import Phase
 from smtpbee._procedures import ClientSession
 from smtpbee._replies import Reply
-from smtpbee._requests import Poll, PullBody, Read, Timeouts, TLSMode, UpgradeTLS, Write
+from smtpbee._requests import Poll, Read, Timeouts, TLSMode, UpgradeTLS, Write
 from smtpbee._state import State
 from smtpbee._transaction import BodyInfo, MailJob, SendResult
 
@@ -61,52 +61,6 @@ class Counter:
 
     def __call__(self, data: bytes) -> None:
         self.writes.append(data)
-
-
-@dataclass
-class Script:
-    """A hand-written server: what each Read returns (bytes, or an error to throw)."""
-
-    reads: list[bytes | BaseException]
-    body: Iterable[bytes] = ()
-    tls_verified: bool = True
-    fail_write_containing: bytes | None = None
-    requests: list[Any] = field(default_factory=list)
-
-    def run(self, proc: Any) -> Any:
-        chunks = iter(self.body)
-        result: Any = None
-        throw: BaseException | None = None
-        while True:
-            try:
-                request = proc.throw(throw) if throw is not None else proc.send(result)
-            except StopIteration as stop:
-                return stop.value
-            throw = None
-            result = None
-            self.requests.append(request)
-            if isinstance(request, Read):
-                item = self.reads.pop(0)
-                if isinstance(item, BaseException):
-                    throw = item
-                else:
-                    result = item
-            elif isinstance(request, Write):
-                marker = self.fail_write_containing
-                if marker is not None and marker in request.data:
-                    throw = ConnectionLostError("connection reset while writing")
-            elif isinstance(request, UpgradeTLS):
-                result = self.tls_verified
-            elif isinstance(request, PullBody):
-                result = next(chunks, b"")
-            elif isinstance(request, Poll):
-                result = None  # the server never speaks unasked here
-            else:  # pragma: no cover - a new request type would need serving here
-                raise AssertionError(f"unknown request {request!r}")
-
-    @property
-    def written(self) -> bytes:
-        return b"".join(r.data for r in self.requests if isinstance(r, Write))
 
 
 EHLO_PIPE = b"250-mx.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 AUTH PLAIN LOGIN\r\n"

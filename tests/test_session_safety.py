@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from drivers import Script
 from smtpbee import (
     NEED_DATA,
     AuthenticationIncomplete,
@@ -40,8 +40,6 @@ from smtpbee import (
     Noop,
     OutcomeUnknownError,
     Phase,
-    Poll,
-    PullBody,
     Quit,
     Rcpt,
     Read,
@@ -56,7 +54,6 @@ from smtpbee import (
     UpgradeTLS,
     Verb,
     Vrfy,
-    Write,
 )
 from smtpbee._commands import Auth, AuthCancel
 
@@ -67,49 +64,10 @@ EHLO_CHUNKING = b"250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
 BODY = b"Subject: s\r\n\r\nbody\r\n"
 
 
-@dataclass
-class Wire:
-    """The transport side of a procedure: scripted reads, polls and handshakes."""
-
-    reads: list[bytes | BaseException] = field(default_factory=list)
-    polls: list[bytes | None] = field(default_factory=list)
-    verified: bool = True
-    body: Iterable[bytes] = ()
-    requests: list[Any] = field(default_factory=list)
-
-    def run(self, proc: Any) -> Any:
-        chunks = iter(self.body)
-        result: Any = None
-        throw: BaseException | None = None
-        while True:
-            try:
-                request = proc.throw(throw) if throw is not None else proc.send(result)
-            except StopIteration as stop:
-                return stop.value
-            self.requests.append(request)
-            result, throw = None, None
-            if isinstance(request, Read):
-                item = self.reads.pop(0)
-                if isinstance(item, BaseException):
-                    throw = item
-                else:
-                    result = item
-            elif isinstance(request, Poll):
-                result = self.polls.pop(0) if self.polls else None
-            elif isinstance(request, UpgradeTLS):
-                result = self.verified
-            elif isinstance(request, PullBody):
-                result = next(chunks, b"")
-
-    @property
-    def written(self) -> bytes:
-        return b"".join(r.data for r in self.requests if isinstance(r, Write))
-
-
 def opened(ehlo: bytes = EHLO_AUTH, tls: TLSMode = TLSMode.NONE, **kwargs: Any) -> ClientSession:
     session = ClientSession(local_hostname="client.test", tls=tls, **kwargs)
     reads: list[bytes | BaseException] = [GREETING, ehlo]
-    Wire(reads=reads).run(session.open())
+    Script(reads=reads).run(session.open())
     return session
 
 
@@ -129,19 +87,19 @@ def connection(ehlo: bytes = EHLO_AUTH) -> Connection:
 
 def test_implicit_tls_handshakes_first_and_auth_then_goes_ahead() -> None:
     session = ClientSession(local_hostname="client.test", tls=TLSMode.IMPLICIT)
-    wire = Wire(reads=[GREETING, EHLO_TLS])
+    wire = Script(reads=[GREETING, EHLO_TLS])
     wire.run(session.open())
     assert isinstance(wire.requests[0], UpgradeTLS)
     assert session.tls_verified and session.conn.tls_active
-    login = Wire(reads=[b"235 2.7.0 ok\r\n"])
+    login = Script(reads=[b"235 2.7.0 ok\r\n"])
     assert login.run(session.login("user", "secret")).code == 235
     assert login.written.startswith(b"AUTH PLAIN ")
 
 
 def test_auth_over_unverified_implicit_tls_is_refused_with_the_reason() -> None:
     session = ClientSession(local_hostname="client.test", tls=TLSMode.IMPLICIT)
-    Wire(reads=[GREETING, EHLO_TLS], verified=False).run(session.open())
-    wire = Wire()
+    Script(reads=[GREETING, EHLO_TLS], tls_verified=False).run(session.open())
+    wire = Script()
     with pytest.raises(InsecureAuthenticationError, match="not verified") as caught:
         wire.run(session.login("user", "secret"))
     assert caught.value.over == "unverified TLS"
@@ -152,7 +110,7 @@ def test_auth_over_unverified_implicit_tls_is_refused_with_the_reason() -> None:
 def test_the_tls_handshake_has_its_own_deadline() -> None:
     timeouts = Timeouts(tls_handshake=7.5)
     session = ClientSession(local_hostname="c.test", tls=TLSMode.IMPLICIT, timeouts=timeouts)
-    wire = Wire(reads=[GREETING, EHLO_TLS])
+    wire = Script(reads=[GREETING, EHLO_TLS])
     wire.run(session.open())
     assert wire.requests[0] == UpgradeTLS(7.5)
 
@@ -160,7 +118,7 @@ def test_the_tls_handshake_has_its_own_deadline() -> None:
 def test_a_failed_handshake_ends_the_session() -> None:
     session = ClientSession(local_hostname="c.test", tls=TLSMode.STARTTLS)
     proc = session.open()
-    wire = Wire(reads=[GREETING, EHLO_AUTH, b"220 go\r\n"])
+    wire = Script(reads=[GREETING, EHLO_AUTH, b"220 go\r\n"])
     requests = list(_until(proc, wire, UpgradeTLS))
     assert isinstance(requests[-1], UpgradeTLS)
     with pytest.raises(SMTPTimeoutError):
@@ -168,7 +126,7 @@ def test_a_failed_handshake_ends_the_session() -> None:
     assert session.conn.state is State.ERROR
 
 
-def _until(proc: Any, wire: Wire, kind: type) -> Iterable[Any]:
+def _until(proc: Any, wire: Script, kind: type) -> Iterable[Any]:
     """Serve proc from wire until it asks for a request of type kind; yield each request."""
     result: Any = None
     while True:
@@ -187,7 +145,7 @@ def _until(proc: Any, wire: Wire, kind: type) -> Iterable[Any]:
 
 def test_221_to_starttls_never_starts_a_handshake() -> None:
     session = ClientSession(local_hostname="client.test", tls=TLSMode.STARTTLS)
-    wire = Wire(reads=[GREETING, EHLO_AUTH, b"221 2.0.0 bye\r\n"])
+    wire = Script(reads=[GREETING, EHLO_AUTH, b"221 2.0.0 bye\r\n"])
     with pytest.raises(TransientReplyError, match="service closing"):
         wire.run(session.open())
     assert not any(isinstance(r, UpgradeTLS) for r in wire.requests)
@@ -276,7 +234,7 @@ def test_replies_pushed_after_the_handshake_are_found_before_ehlo() -> None:
     # The server pushes an EHLO answer and a 235 before the client's EHLO.
     pushed = b"250-x\r\n250 AUTH PLAIN\r\n235 2.7.0 ok\r\n"
     session = ClientSession(local_hostname="client.test", tls=TLSMode.STARTTLS)
-    wire = Wire(reads=[GREETING, EHLO_AUTH, b"220 go\r\n", pushed], polls=[None, None, pushed])
+    wire = Script(reads=[GREETING, EHLO_AUTH, b"220 go\r\n", pushed], polls=[None, None, pushed])
     with pytest.raises(RemoteProtocolError, match="nothing asked for"):
         wire.run(session.open())
     assert wire.written.count(b"EHLO") == 1  # only the one before STARTTLS
@@ -288,8 +246,8 @@ def test_replies_pushed_with_the_ehlo_answer_never_answer_auth() -> None:
     # found when AUTH would be sent, and AUTH is never written.
     session = ClientSession(local_hostname="client.test", tls=TLSMode.STARTTLS)
     pushed = b"250-x\r\n250 AUTH PLAIN\r\n235 2.7.0 ok\r\n"
-    Wire(reads=[GREETING, EHLO_AUTH, b"220 go\r\n", pushed]).run(session.open())
-    wire = Wire()
+    Script(reads=[GREETING, EHLO_AUTH, b"220 go\r\n", pushed]).run(session.open())
+    wire = Script()
     with pytest.raises(RemoteProtocolError, match="nothing asked for"):
         wire.run(session.login("user", "secret"))
     assert b"AUTH" not in wire.written
@@ -299,7 +257,7 @@ def test_replies_pushed_with_the_ehlo_answer_never_answer_auth() -> None:
 
 def test_a_prompt_and_a_235_in_one_read_never_authenticate() -> None:
     session = opened(tls=TLSMode.NONE)
-    wire = Wire(reads=[b"334 VXNlcm5hbWU6\r\n235 2.7.0 ok\r\n"])
+    wire = Script(reads=[b"334 VXNlcm5hbWU6\r\n235 2.7.0 ok\r\n"])
     with pytest.raises(RemoteProtocolError):
         wire.run(session.login("user", "secret", mechanism="LOGIN", allow_insecure=True))
     assert session.conn.state is State.ERROR
@@ -312,18 +270,18 @@ def test_a_prompt_and_a_235_in_one_read_never_authenticate() -> None:
 
 def test_a_235_before_login_is_done_ends_the_session() -> None:
     session = opened(tls=TLSMode.NONE)
-    wire = Wire(reads=[b"334 VXNlcm5hbWU6\r\n", b"235 2.7.0 ok\r\n"])
+    wire = Script(reads=[b"334 VXNlcm5hbWU6\r\n", b"235 2.7.0 ok\r\n"])
     with pytest.raises(AuthenticationIncomplete):
         wire.run(session.login("user", "secret", mechanism="LOGIN", allow_insecure=True))
     assert session.conn.state is State.ERROR
     with pytest.raises(LocalProtocolError):
-        Wire(body=[BODY]).run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo()))
+        Script(body=[BODY]).run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo()))
 
 
 def test_a_235_after_an_xoauth2_error_challenge_ends_the_session() -> None:
     session = opened(ehlo=EHLO_TLS, tls=TLSMode.NONE)
     error = base64.b64encode(b'{"status":"401"}')
-    wire = Wire(reads=[b"334 " + error + b"\r\n", b"235 2.7.0 ok\r\n"])
+    wire = Script(reads=[b"334 " + error + b"\r\n", b"235 2.7.0 ok\r\n"])
     from smtpbee import XOAuth2
 
     with pytest.raises(AuthenticationIncomplete):
@@ -337,7 +295,7 @@ def test_a_235_after_an_xoauth2_error_challenge_ends_the_session() -> None:
 
 def test_a_drop_while_the_mail_reply_of_a_chunked_group_is_awaited_is_outcome_unknown() -> None:
     session = opened(ehlo=EHLO_CHUNKING)
-    wire = Wire(reads=[ConnectionLostError("reset")], body=[BODY])
+    wire = Script(reads=[ConnectionLostError("reset")], body=[BODY])
     with pytest.raises(OutcomeUnknownError) as caught:
         wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)))
     assert b"BDAT" in wire.written and BODY in wire.written
@@ -347,14 +305,14 @@ def test_a_drop_while_the_mail_reply_of_a_chunked_group_is_awaited_is_outcome_un
 
 def test_a_timeout_on_a_rcpt_reply_after_the_content_is_outcome_unknown() -> None:
     session = opened(ehlo=EHLO_CHUNKING)
-    wire = Wire(reads=[b"250 ok\r\n", SMTPTimeoutError("slow")], body=[BODY])
+    wire = Script(reads=[b"250 ok\r\n", SMTPTimeoutError("slow")], body=[BODY])
     with pytest.raises(OutcomeUnknownError):
         wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)))
 
 
 def test_a_drop_before_any_content_is_a_lost_connection() -> None:
     session = opened()
-    wire = Wire(reads=[ConnectionLostError("reset")], body=[BODY])
+    wire = Script(reads=[ConnectionLostError("reset")], body=[BODY])
     with pytest.raises(ConnectionLostError) as caught:
         wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)))
     assert not isinstance(caught.value, OutcomeUnknownError)
@@ -370,7 +328,7 @@ def job(recipient: str) -> MailJob:
 
 def test_a_421_in_a_batch_keeps_the_settled_results() -> None:
     session = opened()
-    wire = Wire(
+    wire = Script(
         reads=[
             b"250 ok\r\n250 ok\r\n354 go\r\n",
             b"250 queued 1\r\n421 4.3.2 closing\r\n",
@@ -387,7 +345,7 @@ def test_a_421_in_a_batch_keeps_the_settled_results() -> None:
 
 def test_a_drop_in_a_batch_after_the_content_marks_that_message_unknown() -> None:
     session = opened()
-    wire = Wire(
+    wire = Script(
         reads=[b"250 ok\r\n250 ok\r\n354 go\r\n", ConnectionLostError("reset")],
         body=[BODY, b"", BODY, b""],
     )
@@ -434,7 +392,7 @@ def test_vrfy_smtputf8_needs_the_server_to_offer_it() -> None:
 
 def test_a_wrong_mail_option_is_refused_and_the_session_goes_on() -> None:
     session = opened()
-    wire = Wire(body=[BODY])
+    wire = Script(body=[BODY])
     with pytest.raises(InvalidInputError, match=r"'RET'.*: the keys are auth, body"):
         wire.run(
             session.sendmail(
@@ -443,7 +401,7 @@ def test_a_wrong_mail_option_is_refused_and_the_session_goes_on() -> None:
         )
     assert wire.written == b""
     assert session.conn.state is State.READY
-    assert Wire(reads=[b"250 ok\r\n"]).run(session.noop()).code == 250
+    assert Script(reads=[b"250 ok\r\n"]).run(session.noop()).code == 250
 
 
 # ----------------------------------------------------------------------------
@@ -458,7 +416,7 @@ def test_transcripts_escape_what_the_server_wrote() -> None:
         transcript=lambda direction, line: lines.append(f"{direction}: {line}"),
     )
     hostile = b"220 mx\x1b[2J\x1b[1A\rC: AUTH PLAIN c2VjcmV0\x9b31m\r\n"
-    Wire(reads=[hostile, EHLO_AUTH]).run(session.open())
+    Script(reads=[hostile, EHLO_AUTH]).run(session.open())
     shown = "\n".join(lines)
     assert "\x1b" not in shown and "\r" not in shown and "\x9b" not in shown
     assert r"\x1b[2J" in shown and r"\rC: AUTH" in shown
@@ -475,7 +433,7 @@ def test_a_scram_235_without_the_server_signature_ends_the_session() -> None:
     session = opened(ehlo=b"250-mx.test\r\n250 AUTH SCRAM-SHA-256\r\n", tls=TLSMode.NONE)
     salt = base64.b64encode(b"salty").decode()
     first = base64.b64encode(f"r=fixednonceSERVER,s={salt},i=4096".encode())
-    wire = Wire(reads=[b"334 " + first + b"\r\n", b"235 2.7.0 welcome\r\n"])
+    wire = Script(reads=[b"334 " + first + b"\r\n", b"235 2.7.0 welcome\r\n"])
     mechanism = ScramSHA256("user", "pencil", nonce="fixednonce")
     with pytest.raises(AuthenticationIncomplete):
         wire.run(session.authenticate(mechanism, allow_insecure=True))
@@ -533,7 +491,7 @@ def test_content_that_is_not_message_data_is_refused() -> None:
 def test_a_batch_job_refused_locally_lets_the_previous_one_end() -> None:
     session = opened(ehlo=b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100\r\n")
     big = MailJob(sender="a@x.test", recipients=["c@x.test"], body=BodyInfo(size=1000))
-    wire = Wire(
+    wire = Script(
         reads=[
             b"250 ok\r\n250 ok\r\n354 go\r\n",
             b"250 queued 1\r\n",
@@ -558,7 +516,7 @@ def test_reply_classes() -> None:
 
 def test_a_421_in_a_lockstep_batch_keeps_the_settled_results() -> None:
     session = opened(ehlo=b"250-mx.test\r\n250 8BITMIME\r\n")
-    wire = Wire(
+    wire = Script(
         reads=[b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 queued\r\n", b"421 bye\r\n"],
         body=[BODY, b"", BODY, b""],
     )
@@ -571,7 +529,7 @@ def test_a_421_in_a_lockstep_batch_keeps_the_settled_results() -> None:
 def test_the_first_batch_job_refused_locally_sends_nothing() -> None:
     session = opened(ehlo=b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100\r\n")
     big = MailJob(sender="a@x.test", recipients=["c@x.test"], body=BodyInfo(size=1000))
-    wire = Wire(
+    wire = Script(
         reads=[b"250 ok\r\n250 ok\r\n354 go\r\n", b"250 queued\r\n"],
         body=[b"x" * 1000, b"", BODY, b""],
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from flavours import ALICE, Flavour, finished
 from servers import (
     AiosmtpdServer,
     LoopbackCA,
@@ -40,7 +41,6 @@ from smtpbee import (
     TransientReplyError,
 )
 from smtpbee.transports import transcript_to
-from test_transports import ALICE, FLAVOURS, Flavour
 
 GREETING = send(b"220 scripted.test ESMTP\r\n")
 STARTTLS_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n"
@@ -50,26 +50,13 @@ PIPELINING_EHLO = b"250-scripted.test\r\n250 PIPELINING\r\n"
 BODY = b"Subject: s\r\n\r\nbody\r\n"
 
 
-@pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> Flavour:
-    return Flavour(request.param)
-
-
-@pytest.fixture
-def anyio_backend(flavour: Flavour) -> str:
-    return "trio" if flavour.name == "trio" else "asyncio"
-
-
 def client_of(flavour: Flavour, server: Any, **kwargs: Any) -> Any:
     return flavour.client(host=server.host, port=server.port, **kwargs)
 
 
-async def finished(server: Any) -> None:
-    # Poll, not join: an async client closes on its loop's next iteration.
-    deadline = time.monotonic() + 30
-    while server._thread.is_alive() and time.monotonic() < deadline:
-        await anyio.sleep(0.01)
-    server.join()
+def up_to_starttls(answer: bytes) -> list[Any]:
+    """Greeting, EHLO offering STARTTLS, and this answer to the STARTTLS."""
+    return [GREETING, expect(b"EHLO "), send(STARTTLS_EHLO), expect(b"STARTTLS"), send(answer)]
 
 
 def received(server: Any) -> bytes:
@@ -127,16 +114,7 @@ def test_a_socket_given_already_wrapped_is_implicit_verified_tls(
 
 @pytest.mark.anyio
 async def test_221_to_starttls_starts_no_handshake(flavour: Flavour, scripted_server: Any) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO "),
-            send(STARTTLS_EHLO),
-            expect(b"STARTTLS"),
-            send(b"221 2.0.0 bye\r\n"),
-            expect_close(),
-        ]
-    )
+    server = scripted_server([*up_to_starttls(b"221 2.0.0 bye\r\n"), expect_close()])
     client = client_of(flavour, server, tls="starttls")
     with pytest.raises(TransientReplyError, match="221"):
         await client.connect()
@@ -153,11 +131,7 @@ async def test_replies_pushed_after_the_handshake_never_answer_auth(
     pushed = b"250-x\r\n250 AUTH PLAIN\r\n235 2.7.0 ok\r\n"
     server = scripted_server(
         [
-            GREETING,
-            expect(b"EHLO "),
-            send(STARTTLS_EHLO),
-            expect(b"STARTTLS"),
-            send(b"220 go\r\n"),
+            *up_to_starttls(b"220 go\r\n"),
             starttls(trust_ca.server_context()),
             send(pushed),
             expect_close(),
@@ -177,17 +151,7 @@ async def test_replies_pushed_after_the_handshake_never_answer_auth(
 async def test_a_stalled_handshake_times_out_on_its_own_deadline(
     flavour: Flavour, scripted_server: Any, trust_ca: LoopbackCA
 ) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO "),
-            send(STARTTLS_EHLO),
-            expect(b"STARTTLS"),
-            send(b"220 go\r\n"),
-            sleep(5),
-            close(),
-        ]
-    )
+    server = scripted_server([*up_to_starttls(b"220 go\r\n"), sleep(5), close()])
     client = client_of(flavour, server, tls="starttls", ssl_context=trust_ca.client_context())
     client.inner.timeouts = client.inner.timeouts.__class__(tls_handshake=0.5)
     started = time.monotonic()

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from flavours import Flavour, finished
 from servers import (
     close,
     drip,
@@ -34,32 +35,12 @@ from smtpbee import (
     TransientReplyError,
 )
 from smtpbee._commands import Noop, Rset
-from test_transports import FLAVOURS, Flavour
 
 GREETING = send(b"220 scripted.test ESMTP\r\n")
 PLAIN_EHLO = b"250 scripted.test\r\n"
 PIPELINING_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
 CHUNKING_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
 BODY = b"Subject: s\r\n\r\nbody\r\n"
-
-
-@pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> Flavour:
-    return Flavour(request.param)
-
-
-@pytest.fixture
-def anyio_backend(flavour: Flavour) -> str:
-    return "trio" if flavour.name == "trio" else "asyncio"
-
-
-async def finished(server: Any) -> None:
-    # Poll, not join: asyncio closes a transport on its next loop iteration, so
-    # the loop must keep running while the script waits for the close.
-    deadline = time.monotonic() + 30
-    while server._thread.is_alive() and time.monotonic() < deadline:
-        await anyio.sleep(0.01)
-    server.join()
 
 
 def hello(ehlo: bytes = PLAIN_EHLO) -> list[Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import email.message
 import hashlib
 import importlib
-import inspect
 import io
 import os
 import socket
@@ -22,6 +21,7 @@ from typing import Any
 
 import anyio
 import pytest
+from flavours import ALICE, Flavour
 from servers import AiosmtpdServer, TLSAiosmtpdServer
 from smtpbee import (
     AuthenticationRejected,
@@ -50,75 +50,6 @@ from smtpbee.transports._common import (
     transcript_to,
 )
 from smtpbee.transports._message import body_source, prepare_message
-
-FLAVOURS = ["sync", "asyncio", "trio"]
-ALICE = ("alice", "wonderland")
-
-
-class Client:
-    """A transport's client whose every method can be awaited."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self.inner, name)
-        if not callable(value):
-            return value
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            result = value(*args, **kwargs)
-            return await result if inspect.isawaitable(result) else result
-
-        return call
-
-    async def __aenter__(self) -> Client:
-        if hasattr(self.inner, "__aenter__"):
-            await self.inner.__aenter__()
-        else:
-            self.inner.__enter__()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if hasattr(self.inner, "__aexit__"):
-            await self.inner.__aexit__(*exc_info)
-        else:
-            self.inner.__exit__(*exc_info)
-
-
-class Flavour:
-    """One transport: its module, and clients built the same way for every test."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.module = importlib.import_module(f"smtpbee.transports.{name}")
-
-    def client(self, server: Any = None, **kwargs: Any) -> Client:
-        if server is not None:
-            kwargs.setdefault("host", server.host)
-            kwargs.setdefault("port", server.port)
-            if isinstance(server, TLSAiosmtpdServer) and server.tls_mode == "implicit":
-                kwargs.setdefault("tls", "implicit")
-            if hasattr(server, "client_context"):
-                kwargs.setdefault("ssl_context", server.client_context)
-        kwargs.setdefault("tls", "none")
-        kwargs.setdefault("timeout", 10.0)
-        host = kwargs.pop("host")
-        return Client(self.module.SMTPClient(host, kwargs.pop("port", 25), **kwargs))
-
-    async def send(self, *args: Any, **kwargs: Any) -> Any:
-        result = self.module.send(*args, **kwargs)
-        return await result if inspect.isawaitable(result) else result
-
-
-@pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> Flavour:
-    return Flavour(request.param)
-
-
-@pytest.fixture
-def anyio_backend(flavour: Flavour) -> str:
-    return "trio" if flavour.name == "trio" else "asyncio"
 
 
 def make_message(**headers: str) -> EmailMessage:

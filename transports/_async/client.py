@@ -1,11 +1,9 @@
 # smtpbee/transports/_async/client
 #
 # The public methods of every client and the loop that runs the core's
-# procedures, written once. The files of _async/ are the source: those of
-# _sync/ are generated from them (unasync: the same code without async and
-# await) by tools/generate_sync.py, and tests/test_generated.py checks that
-# they are current. So a method added here lands in the blocking, asyncio and
-# trio clients at once.
+# procedures, written once: _sync/ is generated from _async/ (the same code
+# without async and await) by tools/generate_sync.py, checked current by
+# tests/test_generated.py, so a method added here lands in all three clients.
 #
 # Theory of operation
 # -------------------
