@@ -335,3 +335,21 @@ async def test_the_pool_logs_in_over_verified_implicit_tls(
         results = await pool.send_batch([("a@x.test", ["b@x.test"], BODY)] * 3)
     assert all(isinstance(r, SendResult) for r in results)
     assert len(server.messages) == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_trio_ssl_stream_given_is_implicit_verified_tls(
+    anyio_backend: str, aiosmtpd_implicit_tls_server: TLSAiosmtpdServer, trust_ca: LoopbackCA
+) -> None:
+    import trio
+    from smtpbee.transports.trio import TrioSMTPClient
+
+    server = aiosmtpd_implicit_tls_server
+    context = trust_ca.client_context()
+    tcp = await trio.open_tcp_stream(server.host, server.port)
+    stream = trio.SSLStream(tcp, context, server_hostname="localhost")
+    await stream.do_handshake()
+    async with TrioSMTPClient(sock=stream, server_hostname="localhost", ssl_context=context) as c:
+        assert c.session.tls_verified and c.session.conn.tls_active
+        assert (await c.login(*ALICE)).code == 235
