@@ -12,6 +12,8 @@ I/O framework; smtpbee.transports drives them over blocking sockets, asyncio
 and trio.
 """
 
+import logging
+
 from ._auth import (
     MECHANISMS,
     PASSWORD_MECHANISM_PREFERENCE,
@@ -106,6 +108,10 @@ from ._transaction import BodyInfo, MailJob, SendResult, wants_smtputf8
 from ._validation import Mailbox, parse_mailbox, xtext_decode, xtext_encode
 
 __version__ = "0.1.0"
+
+# The library convention: smtpbee logs (under "smtpbee", see smtpbee.transports)
+# only to handlers the application configures.
+logging.getLogger("smtpbee").addHandler(logging.NullHandler())
 
 __all__ = [
     "MECHANISMS",

@@ -177,6 +177,9 @@ class AsyncSMTPClient(AsyncClient):
         self.tls_info = tls_info(transport.get_extra_info("ssl_object"), verified)
         return verified
 
+    def _new_lock(self) -> Any:
+        return asyncio.Lock()
+
     async def _abort(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None and stream.transport is not None:

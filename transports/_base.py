@@ -22,8 +22,14 @@ from smtpbee._procedures import ClientSession
 from smtpbee._receivebuffer import ReplyLimits
 from smtpbee._requests import Procedure, Timeouts, TLSMode, resolve_tls_mode
 from smtpbee._transaction import SendResult
-from smtpbee.transports._common import TLSInfo, default_ssl_context, local_hostname_for
+from smtpbee.transports._common import (
+    TLSInfo,
+    default_ssl_context,
+    local_hostname_for,
+    logged_transcript,
+)
 from smtpbee.transports._message import BatchItem, batch_source, body_source, prepare_message
+from smtpbee.transports._target import check_target, parse_connection_url
 
 __all__ = ["ClientBase"]
 
@@ -33,9 +39,15 @@ class ClientBase:
 
     Args:
         host: the server's name or address (its name is checked against the
-            certificate unless ``server_hostname`` says otherwise).
-        port: 25 by default; 465 means implicit TLS (RFC 8314) unless ``tls``
-            names another mode, 587 is submission with STARTTLS.
+            certificate unless ``server_hostname`` says otherwise), or a
+            connection URL: ``smtps://user:pass@host:465`` (implicit TLS),
+            ``smtp://user:pass@host:587`` (STARTTLS required) or
+            ``lmtp://host:24``; credentials in a URL are percent-decoded and
+            used to log in when connecting. Arguments given explicitly win
+            over what the URL says.
+        port: 25 by default (the scheme's default for a URL); 465 means
+            implicit TLS (RFC 8314) unless ``tls`` names another mode, 587 is
+            submission with STARTTLS.
         tls: "starttls" (required: no TLS, no session), "implicit" (TLS from
             the first byte), "opportunistic" (STARTTLS when offered) or "none".
             Default: implicit on port 465, required STARTTLS elsewhere.
@@ -60,14 +72,16 @@ class ClientBase:
 
     Raises:
         InvalidInputError: an argument that cannot work (an unknown TLS mode,
-            TLS with name checking but no name, an already-TLS socket with a
-            mode other than implicit).
+            a bad URL or port, a timeout that is not a positive number, TLS
+            with name checking but no name, an already-TLS socket with a mode
+            other than implicit).
+        TypeError: an argument of the wrong type (a misspelt keyword is one).
     """
 
     def __init__(
         self,
         host: str | None = None,
-        port: int = 25,
+        port: int | None = None,
         *,
         tls: TLSMode | str | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -78,12 +92,23 @@ class ClientBase:
         timeout: float | None = None,
         timeouts: Timeouts | None = None,
         connect_timeout: float = 30.0,
-        lmtp: bool = False,
+        lmtp: bool | None = None,
         limits: ReplyLimits | None = None,
         transcript: Transcript | None = None,
     ) -> None:
         if host is None and sock is None:
             raise InvalidInputError("give a host (or a connected sock)")
+        self.credentials: tuple[str, str] | None = None
+        """The user name and password of a connection URL, used to log in on connect."""
+        if host is not None and "://" in host:
+            url = parse_connection_url(host)
+            host, port = url.host, url.port if port is None else port
+            tls = url.tls if tls is None else tls
+            lmtp = url.lmtp if lmtp is None else lmtp
+            if url.username is not None:
+                self.credentials = (url.username, url.password or "")
+        port = 25 if port is None else port
+        check_target(host, port, timeout, connect_timeout)
         self.host = host
         self.port = port
         self.tls_mode = resolve_tls_mode(tls, port)
@@ -107,7 +132,7 @@ class ClientBase:
         self._sock_given = sock
         self.timeouts = timeouts or (Timeouts.uniform(timeout) if timeout else Timeouts())
         self.connect_timeout = min(connect_timeout, timeout) if timeout else connect_timeout
-        self.lmtp = lmtp
+        self.lmtp = bool(lmtp)
         self.limits = limits
         self.transcript = transcript
         self._session: ClientSession | None = None
@@ -160,9 +185,17 @@ class ClientBase:
             lmtp=self.lmtp,
             timeouts=self.timeouts,
             limits=self.limits,
-            transcript=self.transcript,
+            transcript=logged_transcript(self.transcript),
         )
         return self._session
+
+    def _tls_summary(self) -> str:
+        """The TLS layer in a few words, for the log."""
+        info = self.tls_info
+        if info is None:
+            return "no TLS"
+        verified = "verified" if info.verified else "NOT verified"
+        return f"{info.version} {info.cipher}, certificate {verified}"
 
     def _plan_sendmail(
         self,

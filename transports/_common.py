@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
@@ -58,6 +59,7 @@ __all__ = [
     "describe",
     "is_verifying",
     "local_hostname_for",
+    "logged_transcript",
     "tls_info",
     "transcript_to",
 ]
@@ -186,6 +188,27 @@ def local_hostname_for(sockname: Any) -> str:
         mapped = address.ipv4_mapped
         return f"[{mapped}]" if mapped else f"[IPv6:{address}]"
     return f"[{address}]"
+
+
+TRANSCRIPT_LOG = logging.getLogger("smtpbee.transcript")
+"""Where the session's lines go at DEBUG (secrets redacted, server text escaped)."""
+
+
+def logged_transcript(transcript: Transcript | None) -> Transcript | None:
+    """The transcript to give a session: the user's, and the log's when DEBUG is on.
+
+    Asked once per session: building transcript lines costs time on every
+    command, so a session whose log is off does not pay for it.
+    """
+    if not TRANSCRIPT_LOG.isEnabledFor(logging.DEBUG):
+        return transcript
+
+    def log(direction: str, line: str) -> None:
+        TRANSCRIPT_LOG.debug("%s: %s", direction, escape_text(line))
+        if transcript is not None:
+            transcript(direction, line)
+
+    return log
 
 
 def transcript_to(stream: TextIO) -> Transcript:

@@ -24,6 +24,7 @@ import functools
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -111,6 +112,10 @@ class SMTPClient(SyncClient):
             verified = is_verifying(self.ssl_context)
         self.tls_info = tls_info(sock, verified)
         return verified
+
+    def _new_lock(self) -> Any:
+        # Threads sharing a client take turns, a procedure at a time.
+        return threading.Lock()
 
     def _abort(self) -> None:
         self.close()

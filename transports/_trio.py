@@ -112,6 +112,9 @@ class TrioSMTPClient(AsyncClient):
         self.tls_info = tls_info(stream, verified)
         return verified
 
+    def _new_lock(self) -> Any:
+        return trio.Lock()
+
     async def _abort(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:

@@ -8,9 +8,11 @@
 # Theory of operation
 # -------------------
 # Each public method plans a procedure (ClientBase._plan_*, or a session
-# method) and _run() answers its requests through four hooks each framework
+# method) and _run() answers its requests through the hooks each framework
 # fills in: _open (the TCP connection), _serve (one request), _abort (drop the
-# connection at once) and close (end it politely). Invariants:
+# connection at once), close (end it politely) and _new_lock. Invariants:
+#   * one procedure at a time: _run holds the client's lock, so tasks (or
+#     threads) sharing a client take turns instead of interleaving commands;
 #   * an I/O failure is mapped to smtpbee's own error (as_smtp_error) and
 #     thrown into the procedure, which decides what it means (for example
 #     OutcomeUnknownError once content is out);
@@ -21,8 +23,8 @@
 #     aborted when its procedure ends.
 from __future__ import annotations
 
-import abc
 import email.message
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self, TypeVar, cast
 
@@ -31,52 +33,33 @@ from smtpbee._commands import Command
 from smtpbee._errors import LocalProtocolError, SMTPError
 from smtpbee._extensions import Extensions
 from smtpbee._replies import Reply
-from smtpbee._requests import Procedure, Request
+from smtpbee._requests import Procedure
 from smtpbee._transaction import SendResult
-from smtpbee.transports._base import ClientBase
+from smtpbee.transports._async.hooks import AsyncHooks
 from smtpbee.transports._common import Deadline, as_smtp_error, describe
 from smtpbee.transports._message import AsyncBody, BatchItem
 
 __all__ = ["AsyncClient"]
 
 _T = TypeVar("_T")
+_log = logging.getLogger("smtpbee.connection")
 
 
-class AsyncClient(ClientBase, abc.ABC):
+class AsyncClient(AsyncHooks):
     """What every client can do; the arguments are ClientBase's."""
 
     _deadline = Deadline()
 
-    # -- the hooks each framework fills in ------------------------------------------------
-
-    @property
-    @abc.abstractmethod
-    def _connected(self) -> bool:
-        """Whether a connection is open."""
-
-    @abc.abstractmethod
-    async def _open(self) -> Any:
-        """Open the connection (TCP, or take the given one); return the local address."""
-
-    @abc.abstractmethod
-    async def _serve(self, request: Request, body: Any) -> Any:
-        """Answer one request of a procedure with the framework's I/O."""
-
-    @abc.abstractmethod
-    async def _abort(self) -> None:
-        """Drop the connection at once."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Close the connection (no QUIT); safe to call twice."""
-
-    def _plain(self, exc: BaseException) -> BaseException:
-        """The framework's I/O failure as the builtin one as_smtp_error maps."""
-        return exc
-
     # -- the loop ---------------------------------------------------------------------------
 
     async def _run(self, proc: Procedure[_T], body: Any = ()) -> _T:
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_lock", self._new_lock())
+        async with lock:
+            return await self._drive(proc, body)
+
+    async def _drive(self, proc: Procedure[_T], body: Any) -> _T:
         self._deadline = Deadline()
         try:
             request = next(proc)
@@ -113,6 +96,7 @@ class AsyncClient(ClientBase, abc.ABC):
         """
         if self._connected:
             raise LocalProtocolError("already connected")
+        _log.info("connecting to %s port %s (TLS: %s)", self.host, self.port, self.tls_mode.value)
         try:
             sockname = await self._open()
         except Exception as exc:
@@ -120,8 +104,13 @@ class AsyncClient(ClientBase, abc.ABC):
             error = as_smtp_error(self._plain(exc), f"connecting to {self.host}:{self.port}")
             if error is None:
                 raise
+            _log.info("connecting to %s port %s failed: %s", self.host, self.port, error)
             raise error from error.__cause__
-        return await self._run(self._new_session(sockname).open())
+        extensions = await self._run(self._new_session(sockname).open())
+        _log.info("session open with %s port %s: %s", self.host, self.port, self._tls_summary())
+        if self.credentials is not None:
+            await self.login(*self.credentials)
+        return extensions
 
     async def ehlo(self) -> Reply:
         """EHLO again (HELO if refused); returns the reply."""
