@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -38,7 +39,9 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit 64."""
 
     def error(self, message: str) -> NoReturn:
-        error_line(f"{self.prog}: {message} (see --help)")
+        # error_line() gives the "smtpbee: error: " prefix: the parser's prog (which
+        # is "smtpbee" or "smtpbee send") only names the command whose --help to see.
+        error_line(f"{message} (see {self.prog} --help)")
         raise SystemExit(ExitCode.USAGE)
 
 
@@ -70,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_stderr(verbosity: int) -> None:
+    """-v: smtpbee's connection events (INFO) on stderr; -vv: its transcript too (DEBUG)."""
+    if not verbosity:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("smtpbee: %(name)s: %(message)s"))
+    logger = logging.getLogger("smtpbee")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the tool with ``argv`` (default: the process's arguments); returns the exit code."""
     parser = build_parser()
@@ -77,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else ExitCode.USAGE
+    _log_to_stderr(getattr(args, "verbose", 0))
     try:
         return int(args.run(args))
     except KeyboardInterrupt:

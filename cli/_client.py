@@ -11,8 +11,10 @@
 # drives it with a single send(None), no event loop at all. That is how
 # `--transport sync|asyncio|trio` behave alike: same code, three transports.
 #
-# Also here: HOST[:PORT] parsing, the SSL context built from --cafile or
-# --insecure, and the transcript printer (with the client state on demand).
+# Also here: HOST[:PORT] parsing (for --server and --source-address), the SSL
+# context built from --cafile or --insecure (with the client certificate of
+# --tls-cert/--tls-key loaded into it), and the transcript printer (with the
+# client state on demand).
 #
 # Invariant: trio is imported only when --transport trio is asked for.
 from __future__ import annotations
@@ -21,8 +23,8 @@ import asyncio
 import importlib
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TextIO, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol, TextIO, TypeVar
 
 from smtpbee import (
     ClientSession,
@@ -44,6 +46,7 @@ __all__ = [
     "Connection",
     "make_client",
     "parse_server",
+    "parse_source_address",
     "resolve_tls",
     "run",
     "ssl_context",
@@ -66,22 +69,37 @@ class Connection:
     transport: str
     timeout: float | None
     local_hostname: str | None = None
+    source_address: tuple[str, int] | None = None
+    """The local end to connect from (--source-address); port 0 lets the system choose."""
+    proxy: str | None = field(default=None, repr=False)
+    """The proxy URL to connect through (--proxy); kept out of repr(): it may hold a password."""
 
 
-def parse_server(text: str) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port); 25 by default."""
-    host, port = text, "25"
+def _host_and_port(text: str, option: str, default: int, lowest: int) -> tuple[str, int]:
+    host, port = text, str(default)
     if text.startswith("["):
         close = text.find("]")
         if close < 0 or (close + 1 < len(text) and text[close + 1] != ":"):
-            raise UsageError(f"--server {text!r}: write an IPv6 address as [addr] or [addr]:port")
+            raise UsageError(f"{option} {text!r}: write an IPv6 address as [addr] or [addr]:port")
         host, rest = text[1:close], text[close + 1 :]
         port = rest[1:] if rest else port
     elif text.count(":") == 1:
         host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--server {text!r}: expected HOST or HOST:PORT with a port 1-65535")
+    if not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        raise UsageError(
+            f"{option} {text!r}: expected HOST or HOST:PORT with a port {lowest}-65535"
+        )
     return host, int(port)
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port); 25 by default."""
+    return _host_and_port(text, "--server", 25, 1)
+
+
+def parse_source_address(text: str) -> tuple[str, int]:
+    """--source-address: like --server, but port 0 (any) by default and allowed."""
+    return _host_and_port(text, "--source-address", 0, 0)
 
 
 def resolve_tls(name: str | None, port: int) -> TLSMode:
@@ -89,8 +107,17 @@ def resolve_tls(name: str | None, port: int) -> TLSMode:
     return resolve_tls_mode(name, port)
 
 
-def ssl_context(cafile: str | None, insecure: bool) -> ssl.SSLContext:
-    """The library's verifying context (system roots, or only ``cafile``), or no checks at all."""
+def ssl_context(
+    cafile: str | None,
+    insecure: bool,
+    cert: str | None = None,
+    key: str | None = None,
+) -> ssl.SSLContext:
+    """The library's verifying context (system roots, or only ``cafile``), or no checks at all.
+
+    ``cert`` (and ``key``, unless the key is in the same file) is a client
+    certificate in PEM, presented to a server that asks for one.
+    """
     try:
         context = default_ssl_context(cafile)
     except (OSError, ssl.SSLError) as exc:
@@ -98,7 +125,35 @@ def ssl_context(cafile: str | None, insecure: bool) -> ssl.SSLContext:
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    if cert is not None:
+        load_client_certificate(context, cert, key)
     return context
+
+
+def load_client_certificate(context: ssl.SSLContext, cert: str, key: str | None) -> None:
+    """Load --tls-cert/--tls-key into ``context``; InputError (exit 65) if they cannot be used."""
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise InputError(f"{option} {path}: {exc.strerror or exc}") from None
+    what = f"--tls-cert {cert}" + (f" --tls-key {key}" if key is not None else "")
+
+    def no_passphrase() -> NoReturn:
+        # Without a callback OpenSSL would prompt on the terminal and wait.
+        raise InputError(f"{what}: the private key is encrypted: give an unencrypted key")
+
+    try:
+        context.load_cert_chain(cert, key, password=no_passphrase)
+    except ssl.SSLError as exc:
+        raise InputError(
+            f"{what}: not a PEM certificate with its matching private key ({exc.reason or exc})"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{what}: cannot load it: {exc.strerror or exc}") from None
 
 
 def transcript_printer(
@@ -252,6 +307,8 @@ def make_client(conn: Connection, transcript: Callable[[str, str], None] | None)
         ssl_context=conn.context,
         timeout=conn.timeout,
         local_hostname=conn.local_hostname,
+        source_address=conn.source_address,
+        proxy=conn.proxy,
         transcript=transcript,
     )
     if conn.transport == "sync":

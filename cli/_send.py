@@ -43,13 +43,16 @@ from smtpbee import (
     ReplyError,
     SendResult,
     SMTPError,
+    TLSMode,
 )
+from smtpbee.transports._proxy import parse_proxy
 
 from ._client import (
     Client,
     Connection,
     make_client,
     parse_server,
+    parse_source_address,
     resolve_tls,
     run,
     ssl_context,
@@ -121,7 +124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """--tls, --cafile, --insecure, --transport, --timeout (send and probe)."""
+    """The options of send and probe that say how to connect.
+
+    --tls, --cafile, --insecure, --tls-cert, --tls-key, --source-address,
+    --proxy, --transport, --timeout, -v.
+    """
     parser.add_argument(
         "--tls",
         choices=("none", "opportunistic", "starttls", "implicit"),
@@ -133,11 +140,29 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "--insecure", action="store_true", help="do not verify the server's certificate"
     )
     parser.add_argument(
+        "--tls-cert", metavar="PEM",
+        help="a client certificate to present (with its key, unless --tls-key gives it)",
+    )  # fmt: skip
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
+        "--source-address", metavar="HOST[:PORT]",
+        help="the local address to connect from (port 0, any, unless given)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--proxy", metavar="URL",
+        help="connect through a proxy: socks5://[USER:PASS@]HOST:PORT, socks4://HOST:PORT"
+        " or http://[USER:PASS@]HOST:PORT (HTTP CONNECT); needs smtpbee[proxy]",
+    )  # fmt: skip
+    parser.add_argument(
         "--transport", choices=("sync", "asyncio", "trio"), default="sync", help="default: sync"
     )
     parser.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="for every phase (default: RFC 5321)"
     )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="log to stderr: -v connection events, -vv also the session (secrets redacted)",
+    )  # fmt: skip
 
 
 def connection_from(args: argparse.Namespace, local_hostname: str | None = None) -> Connection:
@@ -145,15 +170,33 @@ def connection_from(args: argparse.Namespace, local_hostname: str | None = None)
     host, port = parse_server(args.server)
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError("--timeout must be a positive number of seconds")
+    tls = resolve_tls(args.tls, port)
+    if args.tls_key is not None and args.tls_cert is None:
+        raise UsageError("--tls-key goes with --tls-cert")
+    if args.tls_cert is not None and tls is TLSMode.NONE:
+        raise UsageError("--tls-cert needs TLS: not with --tls none")
+    source = None
+    if args.source_address is not None:
+        source = parse_source_address(args.source_address)
+        if source[1] != 0 and args.transport == "trio":
+            # trio's open_tcp_stream binds a local host, never a local port.
+            raise UsageError("--source-address with a port: use --transport sync or asyncio")
+    if args.proxy is not None:
+        try:
+            parse_proxy(args.proxy)
+        except InvalidInputError as exc:
+            raise UsageError(f"--proxy: {exc}") from None
     return Connection(
         host=host,
         port=port,
-        tls=resolve_tls(args.tls, port),
-        context=ssl_context(args.cafile, args.insecure),
+        tls=tls,
+        context=ssl_context(args.cafile, args.insecure, args.tls_cert, args.tls_key),
         insecure=args.insecure,
         transport=args.transport,
         timeout=args.timeout,
         local_hostname=local_hostname,
+        source_address=source,
+        proxy=args.proxy,
     )
 
 

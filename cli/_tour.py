@@ -16,6 +16,11 @@
 # The output is the same every run except for the port, the temporary
 # directory and the queue id: the EHLO name, the message and its Date and
 # Message-ID are fixed.
+#
+# The server writes the message it received to a file, which the tour shows.
+# By default that file lives in a temporary directory removed when the tour
+# ends (the tour leaves nothing behind); `--keep DIR` writes it into DIR
+# instead and keeps it there.
 from __future__ import annotations
 
 import argparse
@@ -28,7 +33,7 @@ from typing import TextIO
 from smtpbee import SMTPError, State
 from smtpbee.transports.sync import SMTPClient
 
-from ._output import error_line
+from ._output import ExitCode, error_line
 from ._tour_server import DOMAIN, FORWARDED, TourServer
 
 __all__ = ["MESSAGE", "RECIPIENTS", "SENDER", "Guide", "add_arguments", "main", "tour"]
@@ -103,7 +108,14 @@ _REPLIES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``smtpbee tour`` has no options."""
+    """The options of ``smtpbee tour``."""
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        type=Path,
+        help="keep the message the server received: write it into DIR (created if missing)"
+        " instead of a temporary directory removed when the tour ends",
+    )
 
 
 def _wrap(text: str, indent: str = "   ") -> str:
@@ -193,8 +205,11 @@ class Guide:
             self.say(f"      | {text}{note}".rstrip())
 
 
-def tour(out: TextIO, directory: Path) -> int:
-    """Run the tour, printing to ``out``; messages go to ``directory``. Returns 0."""
+def tour(out: TextIO, directory: Path, *, kept: bool = False) -> int:
+    """Run the tour, printing to ``out``; messages go to ``directory``. Returns 0.
+
+    ``kept`` says whether ``directory`` outlives the tour (``--keep``), for the text.
+    """
     with TourServer(directory) as server:
         guide = Guide(out, server)
         guide.say("smtpbee tour: one real SMTP session, line by line")
@@ -232,6 +247,9 @@ def tour(out: TextIO, directory: Path) -> int:
     guide.say(_wrap(f"The server wrote the message it received (queue id "
                     f"{delivery.queue_id}) to:", ""))  # fmt: skip
     guide.say(f"  {delivery.path}")
+    if not kept:
+        guide.say(_wrap("(a temporary directory, removed when the tour ends: "
+                        "`smtpbee tour --keep DIR` keeps the message in DIR)", ""))  # fmt: skip
     guide.say("Its content, dot-stuffing undone by the server:")
     for line in delivery.path.read_bytes().decode().splitlines():
         guide.say(f"      | {line}".rstrip())
@@ -244,9 +262,18 @@ def tour(out: TextIO, directory: Path) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``smtpbee tour``; returns the exit code."""
-    directory = Path(tempfile.mkdtemp(prefix="smtpbee-tour-"))
+    keep: Path | None = args.keep
+    if keep is not None:
+        try:
+            keep.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            error_line(f"--keep {keep}: cannot create the directory: {exc.strerror or exc}")
+            return ExitCode.DATA_ERROR
     try:
-        return tour(sys.stdout, directory)
+        if keep is not None:
+            return tour(sys.stdout, keep.resolve(), kept=True)
+        with tempfile.TemporaryDirectory(prefix="smtpbee-tour-") as directory:
+            return tour(sys.stdout, Path(directory))
     except (SMTPError, OSError) as exc:
         error_line(f"the tour failed: {exc}")
         return 70

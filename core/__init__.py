@@ -12,19 +12,19 @@ I/O framework; smtpbee.transports drives them over blocking sockets, asyncio
 and trio.
 """
 
-import logging
+# Import time: what a Connection needs is imported here; the rest (AUTH and
+# SCRAM with hashlib, hmac, secrets and SASLprep's unicodedata/stringprep; the
+# session procedures, the mail transaction and the I/O requests) is imported
+# on first use, by name, through __getattr__ below (PEP 562). `from smtpbee
+# import X`, `smtpbee.X` and `__all__` work the same for both kinds; the
+# `if TYPE_CHECKING:` imports give type checkers the lazy names. A new public
+# name goes in `__all__` and, if lazy, in `_LAZY` and the TYPE_CHECKING block
+# (tests/test_packaging.py checks the three agree).
 
-from ._auth import (
-    MECHANISMS,
-    PASSWORD_MECHANISM_PREFERENCE,
-    CramMD5,
-    Login,
-    OAuthBearer,
-    Plain,
-    SASLMechanism,
-    XOAuth2,
-    choose_mechanism,
-)
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
 from ._commands import (
     Auth,
     AuthCancel,
@@ -86,26 +86,80 @@ from ._events import (
     Sentinel,
 )
 from ._extensions import Extensions
-from ._procedures import ClientSession
 from ._receivebuffer import ReplyLimits
 from ._render import render_reply_matrix, render_state_machine
 from ._replies import EnhancedStatus, Reply, ReplyClass, escape_text
-from ._requests import (
-    Poll,
-    Procedure,
-    PullBody,
-    Read,
-    Request,
-    Timeouts,
-    TLSMode,
-    UpgradeTLS,
-    Write,
-    resolve_tls_mode,
-)
-from ._scram import ScramMechanism, ScramSHA1, ScramSHA256
 from ._state import ReplyKind, State, Trigger, Verb
-from ._transaction import BodyInfo, MailJob, SendResult, wants_smtputf8
 from ._validation import Mailbox, parse_mailbox, xtext_decode, xtext_encode
+
+if TYPE_CHECKING:
+    from ._auth import (
+        PASSWORD_MECHANISM_PREFERENCE,
+        CramMD5,
+        Login,
+        OAuthBearer,
+        Plain,
+        XOAuth2,
+    )
+    from ._mechanisms import MECHANISMS, choose_mechanism
+    from ._procedures import ClientSession
+    from ._requests import (
+        Poll,
+        Procedure,
+        PullBody,
+        Read,
+        Request,
+        Timeouts,
+        TLSMode,
+        UpgradeTLS,
+        Write,
+        resolve_tls_mode,
+    )
+    from ._sasl import SASLMechanism
+    from ._scram import ScramMechanism, ScramSHA1, ScramSHA256
+    from ._transaction import BodyInfo, MailJob, SendResult, wants_smtputf8
+
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        ("PASSWORD_MECHANISM_PREFERENCE", "CramMD5", "Login", "OAuthBearer", "Plain", "XOAuth2"),
+        "._auth",
+    ),
+    **dict.fromkeys(("MECHANISMS", "choose_mechanism"), "._mechanisms"),
+    "ClientSession": "._procedures",
+    **dict.fromkeys(
+        (
+            "Poll",
+            "Procedure",
+            "PullBody",
+            "Read",
+            "Request",
+            "Timeouts",
+            "TLSMode",
+            "UpgradeTLS",
+            "Write",
+            "resolve_tls_mode",
+        ),
+        "._requests",
+    ),
+    "SASLMechanism": "._sasl",
+    **dict.fromkeys(("ScramMechanism", "ScramSHA1", "ScramSHA256"), "._scram"),
+    **dict.fromkeys(("BodyInfo", "MailJob", "SendResult", "wants_smtputf8"), "._transaction"),
+}
+"""Public names imported on first use: name -> the module that defines it."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once imported, a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

@@ -1,9 +1,9 @@
 # smtpbee/_auth
 #
 # The SASL mechanisms smtpbee ships for SMTP AUTH (RFC 4954) other than SCRAM
-# (PLAIN, LOGIN, CRAM-MD5, XOAUTH2, OAUTHBEARER), the registry of every shipped
-# mechanism (MECHANISMS, SCRAM from _scram included) and choose_mechanism, which
-# picks the strongest one a server offers for a user name and password.
+# (PLAIN, LOGIN, CRAM-MD5, XOAUTH2, OAUTHBEARER). The registry of every shipped
+# mechanism and choose_mechanism are in _mechanisms, which also loads SCRAM:
+# a session that never logs in with a password never imports either.
 #
 # Every mechanism is a SASLMechanism and keeps the contract written down in
 # _sasl: one exchange per object, InvalidChallengeError for a challenge that
@@ -24,33 +24,24 @@
 #     callable returning a str; the callable is called each time the initial
 #     response is built, so a caller holding a refreshable token gets a fresh
 #     one for each attempt without rebuilding anything else.
-#   * choose_mechanism passes over a mechanism that refuses the credentials
-#     (SCRAM when SASLprep prohibits a character of the password) for the next
-#     one, and names every reason when nothing fits.
 from __future__ import annotations
 
-import hmac
-import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import ClassVar
 
-from ._errors import InvalidInputError, UnsupportedExtensionError
+from ._errors import InvalidInputError
 from ._sasl import (
     AuthenticationIncomplete,
     InvalidChallengeError,
     SASLMechanism,
     escape_saslname,
-    printable_server_text,
     refuse_challenge_before_start,
     refuse_empty,
 )
-from ._scram import ScramSHA1, ScramSHA256
 
 __all__ = [
-    "MECHANISMS",
     "PASSWORD_MECHANISM_PREFERENCE",
     "AuthenticationIncomplete",
     "BearerToken",
@@ -61,7 +52,6 @@ __all__ = [
     "Plain",
     "SASLMechanism",
     "XOAuth2",
-    "choose_mechanism",
 ]
 
 BearerToken = str | Callable[[], str]
@@ -102,6 +92,8 @@ def _parse_json_error(mechanism: str, challenge: bytes, *, require_status: bool)
     """Check that an OAuth error challenge is a JSON object; return its text."""
     try:
         text = challenge.decode("utf-8")
+        import json  # only when a server reports an OAuth error
+
         document = json.loads(text)
     except (ValueError, RecursionError):
         # RecursionError: a deeply nested document from a hostile server.
@@ -244,6 +236,8 @@ class CramMD5(SASLMechanism):
         if not challenge:
             raise InvalidChallengeError("CRAM-MD5: the server sent an empty challenge")
         self._responded = True
+        import hmac  # only CRAM-MD5 needs it
+
         digest = hmac.new(self.password.encode(), challenge, "md5").hexdigest()
         return f"{self.username} {digest}".encode()
 
@@ -392,22 +386,6 @@ class OAuthBearer(SASLMechanism):
         return self._failure_details
 
 
-MECHANISMS: Mapping[str, type[SASLMechanism]] = MappingProxyType(
-    {
-        mechanism.name: mechanism
-        for mechanism in (
-            ScramSHA256,
-            ScramSHA1,
-            CramMD5,
-            Plain,
-            Login,
-            XOAuth2,
-            OAuthBearer,
-        )
-    }
-)
-"""The mechanisms smtpbee ships, by SASL name."""
-
 PASSWORD_MECHANISM_PREFERENCE: tuple[str, ...] = (
     "SCRAM-SHA-256",
     "SCRAM-SHA-1",
@@ -416,61 +394,3 @@ PASSWORD_MECHANISM_PREFERENCE: tuple[str, ...] = (
     "LOGIN",
 )
 """The mechanisms usable with a user name and password, strongest first."""
-
-_PASSWORD_MECHANISMS: Mapping[str, Callable[[str, str], SASLMechanism]] = MappingProxyType(
-    {
-        "SCRAM-SHA-256": ScramSHA256,
-        "SCRAM-SHA-1": ScramSHA1,
-        "CRAM-MD5": CramMD5,
-        "PLAIN": Plain,
-        "LOGIN": Login,
-    }
-)
-
-
-def choose_mechanism(
-    offered: Iterable[str], username: str, password: str, *, allow_cleartext: bool = True
-) -> SASLMechanism:
-    """The strongest offered mechanism that can authenticate with a password.
-
-    Mechanisms are tried in PASSWORD_MECHANISM_PREFERENCE order; one that
-    refuses the credentials (e.g. SCRAM when SASLprep prohibits a character of the
-    password) is passed over for the next.
-
-    Args:
-        offered: the mechanism names the server advertised (case-insensitive).
-        username: the user name.
-        password: the password.
-        allow_cleartext: False to pass over the mechanisms that send the password
-            itself (PLAIN, LOGIN).
-
-    Returns:
-        A fresh mechanism object, ready for one exchange.
-
-    Raises:
-        UnsupportedExtensionError: no offered mechanism fits; the message names
-            what was offered and why each candidate was passed over.
-    """
-    offered_names = [name.upper() for name in offered]
-    reasons: list[str] = []
-    last_refusal: InvalidInputError | None = None
-    for name in PASSWORD_MECHANISM_PREFERENCE:
-        if name not in offered_names:
-            continue
-        factory = _PASSWORD_MECHANISMS[name]
-        if MECHANISMS[name].sends_secret_in_clear and not allow_cleartext:
-            reasons.append(f"{name} would send the password in clear")
-            continue
-        try:
-            return factory(username, password)
-        except InvalidInputError as exc:
-            reasons.append(str(exc))
-            last_refusal = exc
-    shown = ", ".join(printable_server_text(name) for name in offered_names) or "none"
-    message = (
-        f"no usable AUTH mechanism: the server offers {shown}; with a password smtpbee can"
-        f" use {', '.join(PASSWORD_MECHANISM_PREFERENCE)}"
-    )
-    if reasons:
-        message += " (" + "; ".join(reasons) + ")"
-    raise UnsupportedExtensionError(message) from last_refusal

@@ -62,7 +62,6 @@ from ._events import (
 from ._extensions import EMPTY_EXTENSIONS, Extensions
 from ._offers import ARGUMENT_CHECKS, VERB_CHECKS, SessionFacts
 from ._receivebuffer import ReplyLimits, ReplyReader
-from ._render import trigger_label
 from ._replies import Reply
 from ._state import (
     ALLOWED_COMMANDS,
@@ -610,6 +609,8 @@ class Connection:
     def _fire(self, trigger: Trigger) -> None:
         new_state = _TRANSITIONS.get((self._state, trigger))
         if new_state is None:
+            from ._render import trigger_label  # only an error needs the label
+
             raise RemoteProtocolError(
                 f"{trigger_label(trigger)} makes no sense in state {self._state.name}"
                 f" ({self._state.value})"

@@ -72,8 +72,11 @@ class LocalProtocolError(ProtocolError):
     """
 
 
-class InvalidInputError(LocalProtocolError):
-    """An argument (address, parameter, domain, credential) cannot be sent as given."""
+class InvalidInputError(LocalProtocolError, ValueError):
+    """An argument (address, parameter, domain, credential, setting) cannot be used as given.
+
+    Also a ValueError, which is what Python code expects of a bad value.
+    """
 
 
 class SASLprepError(InvalidInputError):
@@ -185,7 +188,7 @@ class ReplyError(SMTPError):
 
 
 class TransientReplyError(ReplyError):
-    """A 4xx reply: the same request may succeed later."""
+    """A 4xx reply, or the server closing (421; 221 to anything but QUIT): try later."""
 
 
 class PermanentReplyError(ReplyError):
@@ -193,7 +196,12 @@ class PermanentReplyError(ReplyError):
 
 
 class AuthenticationError(SMTPError):
-    """Authentication did not succeed (mixin of the two ways that happens)."""
+    """Authentication did not succeed: the base of AuthenticationRejected.
+
+    (Refusing AUTH locally is InsecureAuthenticationError, a LocalProtocolError;
+    a server that breaks SASL raises AuthenticationIncomplete or
+    InvalidChallengeError, RemoteProtocolErrors.)
+    """
 
 
 class AuthenticationRejected(AuthenticationError, PermanentReplyError):

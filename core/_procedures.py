@@ -37,7 +37,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from ._auth import SASLMechanism, choose_mechanism
+from ._auth import SASLMechanism
 from ._commands import (
     Auth,
     AuthCancel,
@@ -115,6 +115,20 @@ class ClientSession:
         limits: reply size limits.
         transcript: called with ("C" or "S", line) for every command and reply
             line, secrets redacted, server text escaped.
+
+    Attributes:
+        conn: the Connection the procedures drive.
+        tls_mode: the TLS mode, as given.
+        timeouts: the per-phase timeouts in force.
+        greeting: the server's greeting reply, once received.
+        extensions_before_tls: what the server offered before STARTTLS (None
+            until STARTTLS is sent); ``conn.extensions`` is what it offers now.
+        tls_verified: whether the TLS handshake proved the server's identity.
+
+    Each method returns a procedure: a generator that yields the I/O requests
+    of smtpbee's request contract (Write, Read, Poll, UpgradeTLS, PullBody)
+    and returns its result; a transport, or your own loop, serves them. Every
+    procedure ends the session on a RemoteProtocolError, wherever it was raised.
     """
 
     def __init__(
@@ -300,6 +314,8 @@ class ClientSession:
         if not offered:
             raise UnsupportedExtensionError("the server does not offer AUTH")
         names = offered if mechanism is None else [mechanism.upper()]
+        from ._mechanisms import choose_mechanism  # SCRAM and friends load on first login
+
         chosen = choose_mechanism(names, username, password)
         return (yield from self.authenticate(chosen, allow_insecure=allow_insecure))
 
@@ -318,7 +334,37 @@ class ClientSession:
         mail_options: Mapping[str, Any] | None = None,
         rcpt_options: Mapping[str, Any] | None = None,
     ) -> Procedure[SendResult]:
-        """One mail transaction, its body pulled; see MailTransactions.sendmail."""
+        """One mail transaction: MAIL, RCPT..., DATA or BDAT; the body is pulled.
+
+        Pipelined when the server offers PIPELINING, chunked when it offers
+        CHUNKING (a small message is then one round trip). The body is handed
+        over piece by piece through PullBody requests, ending with b"".
+
+        Args:
+            sender: the envelope sender; "" is the null sender ``<>``.
+            recipients: the envelope recipients (a recipient named twice is
+                sent once).
+            body: what is known of the body before it is read (its size for
+                SIZE=, whether it is 8-bit or binary).
+            smtputf8: send as SMTPUTF8 even with ASCII addresses.
+            mail_options: keyword arguments of Mail besides ``sender``
+                (size, body, smtputf8, ret, envid, requiretls, mt_priority,
+                auth, extra); size, body and smtputf8 are filled in when absent.
+            rcpt_options: keyword arguments of Rcpt besides ``recipient``
+                (notify, orcpt, extra), applied to every recipient.
+
+        Returns:
+            A SendResult, when at least one recipient got the message.
+
+        Raises:
+            ReplyError: MAIL refused, every recipient refused (``.recipients``
+                holds each reply), or the content refused. The transaction is
+                reset first, so the session can go on.
+            LocalProtocolError: bad input or an option the server does not
+                offer; nothing was sent.
+            OutcomeUnknownError: the connection failed after content was
+                written (``.recipients`` says who would have it).
+        """
         return (
             yield from self._transactions.sendmail(
                 MailJob(
@@ -334,7 +380,19 @@ class ClientSession:
 
     @_ends_on_violation
     def send_batch(self, jobs: Iterable[MailJob]) -> Procedure[list[SendResult | SMTPError]]:
-        """Several transactions, overlapped; see MailTransactions.send_batch."""
+        """Several mail transactions on this session, each settled on its own.
+
+        With PIPELINING (and DATA), consecutive transactions overlap as RFC 2920
+        §3.1 allows: one message's terminator and the next envelope share a
+        write. The bodies are pulled one after another, each ended by b"".
+
+        Returns:
+            One entry per job, in order: its SendResult, or the SMTPError that
+            ended it. When the session ends midway, the jobs settled before keep
+            their results, the message whose content was out gets
+            OutcomeUnknownError (or the server's 421), and every later job the
+            error that ended the session.
+        """
         return (yield from self._transactions.send_batch(jobs))
 
     # ------------------------------------------------------------------
@@ -357,19 +415,24 @@ class ClientSession:
 
     @_ends_on_violation
     def rset(self) -> Procedure[Reply]:
+        """RSET; a refusal raises ReplyError."""
         return (yield from self.exchange.checked(Rset(), "RSET"))
 
     @_ends_on_violation
     def noop(self) -> Procedure[Reply]:
+        """NOOP; a refusal raises ReplyError."""
         return (yield from self.exchange.checked(Noop(), "NOOP"))
 
     def vrfy(self, address: str) -> Procedure[Reply]:
+        """VRFY; returns the reply, refusals included."""
         return self.command(Vrfy(address))
 
     def expn(self, address: str) -> Procedure[Reply]:
+        """EXPN; returns the reply, refusals included."""
         return self.command(Expn(address))
 
     def help(self, topic: str = "") -> Procedure[Reply]:
+        """HELP; returns the reply, refusals included."""
         return self.command(Help(topic))
 
     def quit(self) -> Procedure[Reply]:

@@ -45,7 +45,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from ._errors import RemoteProtocolError
+from ._errors import InvalidInputError, RemoteProtocolError
 from ._replies import EnhancedStatus, Reply
 
 __all__ = ["ReplyLimits", "ReplyReader", "parse_enhanced_status"]
@@ -89,7 +89,7 @@ class ReplyLimits:
             (a 334 challenge of a SASL mechanism such as GSSAPI can be large).
 
     Raises:
-        ValueError: a limit is not a positive integer.
+        InvalidInputError: a limit is not a positive integer (a ValueError).
     """
 
     max_line_length: int = 2048
@@ -104,7 +104,7 @@ class ReplyLimits:
 def _check_limit(name: str, value: object) -> None:
     # bool is an int subclass, but True is no size.
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
 
 
 def _quote(buf: bytearray, start: int, stop: int) -> str:

@@ -104,7 +104,17 @@ Procedure: TypeAlias = Generator[Request, Any, _T]
 
 
 class TLSMode(enum.Enum):
-    """How the session gets (or does not get) TLS."""
+    """How the session gets (or does not get) TLS.
+
+    Attributes:
+        NONE: no TLS ("none"): for a test server on loopback.
+        OPPORTUNISTIC: STARTTLS when the server offers it, plaintext otherwise
+            ("opportunistic").
+        STARTTLS: STARTTLS, required ("starttls"): a server that does not offer
+            it ends the session with TLSRequiredError.
+        IMPLICIT: TLS from the first byte, before the greeting ("implicit",
+            RFC 8314): port 465.
+    """
 
     NONE = "none"
     OPPORTUNISTIC = "opportunistic"
@@ -116,7 +126,21 @@ class TLSMode(enum.Enum):
 class Timeouts:
     """Seconds allowed for each phase (RFC 5321 §4.5.3.2 defaults).
 
-    ``Timeouts.uniform(30)`` is the one knob that sets them all.
+    ``Timeouts.uniform(30)`` is the one knob that sets them all. Each read
+    timeout covers a whole reply, however it arrives.
+
+    Attributes:
+        greeting: for the server's greeting (300).
+        mail: for the reply to MAIL (300).
+        rcpt: for the reply to each RCPT (300).
+        data_initiation: for the 354 reply to DATA (120).
+        data_block: to write each block of content (180).
+        data_termination: for the final reply to the content (600).
+        command: for the reply to any other command (300).
+        tls_handshake: for a TLS handshake (60; the RFC gives no figure).
+
+    Raises:
+        InvalidInputError: a timeout that is not a positive number (a ValueError).
     """
 
     greeting: float = Phase.GREETING.default_timeout
@@ -130,15 +154,17 @@ class Timeouts:
 
     @classmethod
     def uniform(cls, seconds: float) -> Timeouts:
+        """The same number of seconds for every phase."""
         return cls(**{name: seconds for name in cls.__dataclass_fields__})
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"timeout {name} must be a positive number, not {value!r}")
+                raise InvalidInputError(f"timeout {name} must be a positive number, not {value!r}")
 
     def for_phase(self, phase: Phase) -> float:
+        """The seconds allowed for a phase."""
         return float(getattr(self, phase.name.lower()))
 
 

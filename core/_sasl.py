@@ -67,8 +67,10 @@ class SASLMechanism(abc.ABC):
     Attributes:
         name: the mechanism name as SMTP AUTH sends it, e.g. "PLAIN".
         sends_secret_in_clear: True when a listener on the connection learns the
-            secret (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER); the connection refuses such
-            mechanisms over plaintext unless the user opts in.
+            secret (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER); choose_mechanism passes
+            over such mechanisms when told not to allow cleartext. (The session
+            refuses every mechanism over plaintext or unverified TLS unless the
+            caller passes ``allow_insecure``.)
     """
 
     name: ClassVar[str]

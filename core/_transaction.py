@@ -87,6 +87,7 @@ class BodyInfo:
 
     @classmethod
     def of_bytes(cls, body: bytes) -> BodyInfo:
+        """What is known of a body held whole: its size, and whether it is 8-bit."""
         return cls(size=len(body), eight_bit=not body.isascii())
 
 
@@ -135,9 +136,17 @@ class SendResult:
 class MailJob:
     """One message: its envelope and what is known of its body.
 
-    ``mail_options`` holds Mail's keyword arguments (size, body, ret, envid,
-    requiretls, mt_priority, auth, extra); ``rcpt_options`` Rcpt's (notify,
-    orcpt, extra), applied to every recipient.
+    ``mail_options`` holds Mail's keyword arguments (size, body, smtputf8, ret,
+    envid, requiretls, mt_priority, auth, extra); ``rcpt_options`` Rcpt's
+    (notify, orcpt, extra), applied to every recipient.
+
+    Attributes:
+        sender: the envelope sender; "" is the null sender ``<>``.
+        recipients: the envelope recipients.
+        body: what is known of the body before it is read.
+        smtputf8: send as SMTPUTF8 even with ASCII addresses.
+        mail_options: keyword arguments of Mail besides ``sender``.
+        rcpt_options: keyword arguments of Rcpt besides ``recipient``.
     """
 
     sender: str

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from smtpbee._auth import (
-    MECHANISMS,
     PASSWORD_MECHANISM_PREFERENCE,
     AuthenticationIncomplete,
     CramMD5,
@@ -18,9 +17,9 @@ from smtpbee._auth import (
     Plain,
     SASLMechanism,
     XOAuth2,
-    choose_mechanism,
 )
 from smtpbee._errors import InvalidInputError, RemoteProtocolError, UnsupportedExtensionError
+from smtpbee._mechanisms import MECHANISMS, choose_mechanism
 from smtpbee._sasl import escape_saslname
 from smtpbee._scram import ScramSHA1, ScramSHA256
 

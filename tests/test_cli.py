@@ -14,16 +14,20 @@ import json
 import os
 import runpy
 import socket
+import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from servers import (
     AiosmtpdServer,
+    LoopbackCA,
     PostfixServer,
     ScriptedServer,
+    Step,
     TLSAiosmtpdServer,
     expect,
     expect_close,
@@ -38,7 +42,7 @@ from smtpbee import (
     UnsupportedExtensionError,
 )
 from smtpbee.cli import build_parser
-from smtpbee.cli._client import make_client, parse_server, resolve_tls
+from smtpbee.cli._client import make_client, parse_server, parse_source_address, resolve_tls
 from smtpbee.cli._client import run as run_job
 from smtpbee.cli._output import UsageError, classify
 from smtpbee.cli._progress import PROGRESS_THRESHOLD, ProgressBody, wants_progress
@@ -741,3 +745,274 @@ def test_classify(error: Exception, during_auth: bool, kind: str, code: int) -> 
 def test_classify_reraises_what_it_does_not_know() -> None:
     with pytest.raises(KeyError):
         classify(KeyError("a bug"))
+
+
+# -- the usage error is one line, prefixed once ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        ([], "smtpbee"),
+        (["frobnicate"], "smtpbee"),
+        (["send", "--server", "h"], "smtpbee send"),
+        (["probe", "--server", "h", "--tls", "sometimes"], "smtpbee probe"),
+        (["states", "--format", "svg"], "smtpbee states"),
+        (["tour", "--keep"], "smtpbee tour"),
+    ],
+)
+def test_an_argparse_error_is_prefixed_once(args: list[str], command: str) -> None:
+    run = smtpbee(*args)
+    assert run.returncode == 64
+    [line] = run.stderr.splitlines()
+    assert line.startswith("smtpbee: error: ")
+    assert line.count("error:") == 1
+    assert "smtpbee: error: smtpbee" not in line
+    # The parser's name only points at the right help.
+    assert line.endswith(f"(see {command} --help)")
+
+
+# -- --source-address --------------------------------------------------------------------
+
+
+class RecordPeer(Step):
+    """A script step that notes where the client connected from, as the server sees it."""
+
+    reads: ClassVar[bool | None] = None
+
+    def __init__(self) -> None:
+        self.peer: tuple[str, int] | None = None
+
+    def run(self, server: ScriptedServer) -> None:
+        host, port = server._connection().getpeername()[:2]
+        self.peer = (host, port)
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on or is bound to at ``host`` (for a moment)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as exc:
+            pytest.skip(f"cannot bind {host} here: {exc}")
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("command", ["send", "probe"])
+def test_source_address_is_where_the_connection_comes_from(
+    scripted_server: Any, transport: str, command: str
+) -> None:
+    # 127.0.0.2 is loopback too (Linux routes all of 127/8 to lo), and not what the system
+    # would pick by itself to reach 127.0.0.1: seeing it proves the option was used.
+    source = "127.0.0.2"
+    port = free_port(source)
+    peer = RecordPeer()
+    steps: list[Step] = [GREETING, peer, expect(b"EHLO"), send(PLAIN_EHLO)]
+    if command == "send":
+        steps += [
+            expect(b"MAIL"), send(b"250 OK\r\n"), expect(b"RCPT"), send(b"250 OK\r\n"),
+            expect(b"DATA"), send(b"354 Go\r\n"), expect_data(), send(b"250 Queued\r\n"),
+        ]  # fmt: skip
+    steps += [expect(b"QUIT"), send(b"221 Bye\r\n")]
+    server = scripted_server(steps)
+    # trio binds a local host only, so its source port stays the system's choice.
+    wanted = source if transport == "trio" else f"{source}:{port}"
+    args = ["--server", f"127.0.0.1:{server.port}", "--tls", "none", "--source-address", wanted]
+    if command == "send":
+        args += ["--from", "a@example.test", "--to", "b@example.test", "--body", "x"]
+    run = smtpbee(command, *args, "--transport", transport, "--json")
+    assert run.returncode == 0, run.stderr
+    server.join()
+    assert peer.peer is not None
+    assert peer.peer[0] == source
+    if transport != "trio":
+        assert peer.peer[1] == port
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1", ("127.0.0.1", 0)),
+        ("127.0.0.1:2525", ("127.0.0.1", 2525)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("[::1]", ("::1", 0)),
+        ("[::1]:2525", ("::1", 2525)),
+        ("::1", ("::1", 0)),
+        ("127.0.0.1:65536", None),
+        ("127.0.0.1:x", None),
+        (":25", None),
+        ("[::1", None),
+    ],
+)
+def test_parse_source_address(text: str, expected: tuple[str, int] | None) -> None:
+    if expected is None:
+        with pytest.raises(UsageError, match="--source-address"):
+            parse_source_address(text)
+    else:
+        assert parse_source_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--source-address", "127.0.0.1:99999"],
+        ["--source-address", "[::1"],
+        ["--source-address", "127.0.0.2:2525", "--transport", "trio"],
+    ],
+)
+def test_a_bad_source_address_is_64(aiosmtpd_server: AiosmtpdServer, extra: list[str]) -> None:
+    run = smtpbee(
+        *plain(aiosmtpd_server, "--from", "a@example.test", "--to", "b@x.test", "--body", "x"),
+        *extra,
+    )
+    assert run.returncode == 64, run.stderr
+    assert run.stderr.startswith("smtpbee: error: --source-address")
+    assert len(run.stderr.splitlines()) == 1
+    assert aiosmtpd_server.connections == 0
+
+
+# -- --tls-cert / --tls-key --------------------------------------------------------------
+
+
+@pytest.fixture
+def client_cert(trust_ca: LoopbackCA, tmp_path: Path) -> dict[str, Path]:
+    """A client certificate from the test CA: separate cert and key files, and both in one."""
+    leaf = trust_ca.ca.issue_cert("client.smtpbee.test")
+    paths = {
+        "cert": tmp_path / "client-cert.pem",
+        "key": tmp_path / "client-key.pem",
+        "both": tmp_path / "client.pem",
+    }
+    leaf.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    leaf.private_key_pem.write_to_path(str(paths["key"]))
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(paths["both"]))
+    return paths
+
+
+@pytest.fixture
+def cert_requiring_server(trust_ca: LoopbackCA) -> Iterator[AiosmtpdServer]:
+    """An implicit-TLS aiosmtpd that refuses a client without a certificate from the test CA."""
+    context = trust_ca.server_context()
+    context.verify_mode = ssl.CERT_REQUIRED
+    trust_ca.ca.configure_trust(context)
+    server = AiosmtpdServer(tls_mode="implicit", server_context=context)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_client_certificate_is_presented(
+    cert_requiring_server: AiosmtpdServer,
+    client_cert: dict[str, Path],
+    trust_ca: LoopbackCA,
+    transport: str,
+) -> None:
+    server = cert_requiring_server
+    common = [
+        "send", "--server", f"localhost:{server.port}", "--tls", "implicit",
+        "--cafile", trust_ca.cafile,
+        "--from", "a@example.test", "--to", "b@example.test", "--body", "x",
+        "--transport", transport, "--json",
+    ]  # fmt: skip
+    pair = smtpbee(*common, "--tls-cert", str(client_cert["cert"]), "--tls-key",
+                   str(client_cert["key"]))  # fmt: skip
+    assert pair.returncode == 0, pair.stderr
+    assert as_json(pair)["tls"]["verified"] is True
+    one_file = smtpbee(*common, "--tls-cert", str(client_cert["both"]))
+    assert one_file.returncode == 0, one_file.stderr
+    assert [m.tls for m in server.messages] == [True, True]
+
+    # Without one the server ends the handshake: the option is what made the difference.
+    without = smtpbee(*common)
+    assert without.returncode != 0
+    assert as_json(without)["ok"] is False
+    assert "Traceback" not in without.stderr
+    assert len(server.messages) == 2
+
+
+def test_a_client_certificate_also_works_with_starttls(
+    aiosmtpd_starttls_server: TLSAiosmtpdServer, client_cert: dict[str, Path]
+) -> None:
+    # A server that does not ask for a certificate: loading one changes nothing.
+    server = aiosmtpd_starttls_server
+    run = smtpbee(
+        "send", "--server", f"localhost:{server.port}", "--cafile", server.cafile,
+        "--from", "a@example.test", "--to", "b@example.test", "--body", "x",
+        "--tls-cert", str(client_cert["cert"]), "--tls-key", str(client_cert["key"]),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert [m.tls for m in server.messages] == [True]
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "says"),
+    [
+        ("missing", None, "No such file"),
+        ("cert", "missing", "No such file"),
+        ("garbage", None, "not a PEM certificate"),
+        ("cert", None, "not a PEM certificate"),  # no key in that file
+        ("cert", "other_key", "not a PEM certificate"),  # not the certificate's key
+        ("cert", "encrypted_key", "encrypted"),
+    ],
+)
+def test_an_unusable_client_certificate_is_65(
+    aiosmtpd_starttls_server: TLSAiosmtpdServer,
+    client_cert: dict[str, Path],
+    trust_ca: LoopbackCA,
+    tmp_path: Path,
+    cert: str,
+    key: str | None,
+    says: str,
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    files = dict(client_cert)
+    files["missing"] = tmp_path / "nonexistent.pem"
+    files["garbage"] = tmp_path / "garbage.pem"
+    files["garbage"].write_text("not a certificate\n")
+    files["other_key"] = tmp_path / "other-key.pem"
+    trust_ca.ca.issue_cert("other.smtpbee.test").private_key_pem.write_to_path(
+        str(files["other_key"])
+    )
+    private = serialization.load_pem_private_key(client_cert["key"].read_bytes(), None)
+    files["encrypted_key"] = tmp_path / "encrypted-key.pem"
+    files["encrypted_key"].write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    server = aiosmtpd_starttls_server
+    args = ["send", "--server", f"localhost:{server.port}", "--cafile", server.cafile,
+            "--from", "a@example.test", "--to", "b@example.test", "--body", "x",
+            "--tls-cert", str(files[cert])]  # fmt: skip
+    if key is not None:
+        args += ["--tls-key", str(files[key])]
+    # No standard input: an encrypted key must never make OpenSSL prompt for a passphrase.
+    run = smtpbee(*args, stdin=b"")
+    assert run.returncode == 65, run.stderr
+    [line] = run.stderr.splitlines()
+    assert line.startswith("smtpbee: error: --tls-")
+    assert says in line
+    assert server.connections == 0
+
+    as_json_run = smtpbee(*args, "--json", stdin=b"")
+    assert as_json_run.returncode == 65
+    assert as_json(as_json_run)["error"]["kind"] == "input"
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--tls-key", "key.pem"], "--tls-key goes with --tls-cert"),
+        (["--tls-cert", "cert.pem", "--tls", "none"], "--tls-cert needs TLS"),
+    ],
+)
+def test_client_certificate_usage_errors_are_64(extra: list[str], says: str) -> None:
+    for command in (["send", "--from", "a@x.test", "--to", "b@x.test", "--body", "x"], ["probe"]):
+        run = smtpbee(command[0], "--server", "127.0.0.1:9", *command[1:], *extra)
+        assert run.returncode == 64, run.stderr
+        [line] = run.stderr.splitlines()
+        assert says in line

@@ -74,3 +74,26 @@ def test_send_transcript_and_errors_are_escaped(scripted_server: Any) -> None:
     transcript = [line for line in lines if line[:3] in ("C: ", "S: ")]
     assert transcript and all(line.startswith(("C: ", "S: ")) for line in transcript)
     assert not any(line.startswith("C: AUTH") for line in lines)
+
+
+@pytest.mark.parametrize("verbosity", ["-v", "-vv"])
+def test_verbose_logs_connection_events_and_with_vv_the_transcript(
+    scripted_server: Any, verbosity: str
+) -> None:
+    server = scripted_server(
+        [
+            send(b"220 mx\x1b[2J ESMTP\r\n"),
+            expect(b"EHLO "),
+            send(b"250 mx\r\n"),
+            expect(b"QUIT"),
+            send(b"221 bye\r\n"),
+            expect_close(),
+        ]
+    )
+    run = smtpbee("probe", "--server", f"127.0.0.1:{server.port}", "--tls", "none", verbosity)
+    server.join()
+    assert run.returncode == 0, shown(run)
+    assert "smtpbee: smtpbee.connection: connecting to 127.0.0.1" in run.stderr
+    transcript = "smtpbee: smtpbee.transcript: S: 220 mx\\x1b[2J ESMTP"
+    assert (transcript in run.stderr) is (verbosity == "-vv")
+    assert "\x1b" not in shown(run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -13,15 +14,32 @@ from smtpbee.cli._tour import MESSAGE
 from smtpbee.cli._tour_server import DOMAIN, TourServer
 
 
-def test_the_tour_runs_and_its_message_arrives() -> None:
-    started = time.monotonic()
-    run = subprocess.run(
-        [sys.executable, "-m", "smtpbee", "tour"],
+def run_tour(*args: str, tmpdir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m smtpbee tour ARGS``, with TMPDIR set to ``tmpdir`` if given."""
+    env = dict(os.environ)
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    return subprocess.run(
+        [sys.executable, "-m", "smtpbee", "tour", *args],
         capture_output=True,
         text=True,
         timeout=30,
+        env=env,
         check=False,
     )
+
+
+def written_path(out: str) -> Path:
+    """The file the tour says the server wrote."""
+    match = re.search(r"^  (/\S+\.eml)$", out, re.MULTILINE)
+    assert match is not None, out
+    return Path(match.group(1))
+
+
+def test_the_tour_runs_and_its_message_arrives(tmp_path: Path) -> None:
+    started = time.monotonic()
+    kept = tmp_path / "kept" / "here"
+    run = run_tour("--keep", str(kept))
     assert run.returncode == 0, run.stderr
     assert time.monotonic() - started < 5
     out = run.stdout
@@ -59,13 +77,40 @@ def test_the_tour_runs_and_its_message_arrives() -> None:
         assert found >= 0, f"{fragment!r} missing after position {position}"
         position = found
     assert "PIPELINING" in out  # explained as deliberately absent
-    match = re.search(r"^  (/\S+\.eml)$", out, re.MULTILINE)
-    assert match is not None
-    path = Path(match.group(1))
-    assert path.is_file()
+    # --keep DIR: the message is kept where asked (DIR created), and the tour says nothing
+    # about removing it.
+    path = written_path(out)
+    assert path.parent == kept.resolve()
+    assert list(kept.iterdir()) == [path]
     assert path.read_bytes() == MESSAGE.replace(b"\n", b"\r\n")
     queue_id = re.search(r"queued as (\w+)", out)
     assert queue_id is not None and path.stem == queue_id.group(1)
+    assert "removed when the tour ends" not in out
+
+
+def test_the_tour_leaves_nothing_behind(tmp_path: Path) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    run = run_tour(tmpdir=tmpdir)
+    assert run.returncode == 0, run.stderr
+    # It wrote the message in a temporary directory (under TMPDIR), said so, and removed it.
+    path = written_path(run.stdout)
+    assert path.parent.parent == tmpdir
+    assert path.parent.name.startswith("smtpbee-tour-")
+    assert "removed when the tour ends" in " ".join(run.stdout.split())
+    assert "Its content, dot-stuffing undone" in run.stdout
+    assert list(tmpdir.iterdir()) == []
+
+
+def test_keep_into_a_directory_that_cannot_be_made_is_65(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    run = run_tour("--keep", str(blocker / "sub"), tmpdir=tmp_path)
+    assert run.returncode == 65
+    assert run.stdout == ""
+    assert run.stderr.startswith("smtpbee: error: --keep ")
+    assert len(run.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def talk(port: int, lines: list[bytes]) -> bytes:

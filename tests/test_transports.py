@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.message
 import hashlib
-import importlib
 import io
 import os
 import socket
@@ -19,7 +18,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from flavours import ALICE, Flavour
 from servers import AiosmtpdServer, TLSAiosmtpdServer
@@ -424,91 +422,6 @@ async def test_a_reply_code_the_rfc_does_not_allow_ends_the_session(
     with pytest.raises(LocalProtocolError):
         await client.noop()
     await client.close()
-
-
-# ------------------------------------------------------------------------------------
-# The pool (async transports only)
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_the_pool_sends_20_messages_over_3_connections(
-    anyio_backend: str, aiosmtpd_server: AiosmtpdServer
-) -> None:
-    module = importlib.import_module(f"smtpbee.transports.{anyio_backend}")
-    aiosmtpd_server.reject_recipients.add("nobody@x.test")
-    messages = [make_message(From="a@x.test", To=f"r{i}@x.test") for i in range(19)]
-    messages.append(make_message(From="a@x.test", To="nobody@x.test"))
-    pool = module.SMTPPool(
-        aiosmtpd_server.host,
-        aiosmtpd_server.port,
-        size=3,
-        tls="none",
-        username="alice",
-        password="wonderland",
-        allow_insecure=True,
-    )
-    async with pool:
-        results = await pool.send_batch(messages)
-        one = await pool.sendmail("a@x.test", ["x@x.test"], b"x\r\n")
-    assert one.accepted == ["x@x.test"]
-    assert len(results) == 20
-    assert [r.accepted for r in results[:19]] == [[f"r{i}@x.test"] for i in range(19)]
-    assert isinstance(results[19], PermanentReplyError)
-    assert aiosmtpd_server.connections == 3
-    assert len(aiosmtpd_server.messages) == 20
-    with pytest.raises(InvalidInputError):
-        module.SMTPPool("127.0.0.1", size=0)
-
-
-def _failing_body() -> Iterator[bytes]:
-    yield b"Subject: half\r\n\r\n"
-    raise RuntimeError("the body's source broke")
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_the_pool_reports_smtp_errors_and_lets_other_errors_through(
-    anyio_backend: str, aiosmtpd_server: AiosmtpdServer
-) -> None:
-    module = importlib.import_module(f"smtpbee.transports.{anyio_backend}")
-    async with module.SMTPPool(aiosmtpd_server.host, aiosmtpd_server.port, tls="none") as pool:
-        results = await pool.send_batch(
-            [("a@x.test", ["b@x.test"], 42), ("a@x.test", "c@x.test", b"fine\r\n")]
-        )
-        assert isinstance(results[0], InvalidInputError) and "int" in str(results[0])
-        assert not isinstance(results[1], Exception) and results[1].accepted == ["c@x.test"]
-        # Not an SMTP outcome: it propagates (trio's nursery wraps it in a group).
-        with pytest.raises((RuntimeError, ExceptionGroup)) as caught:
-            await pool.send_batch([("a@x.test", ["d@x.test"], _failing_body())])
-        error = caught.value
-        if isinstance(error, ExceptionGroup):
-            [error] = error.exceptions
-        assert isinstance(error, RuntimeError) and "broke" in str(error)
-        assert (await pool.sendmail("a@x.test", ["e@x.test"], b"after\r\n")).accepted
-    assert [m.rcpt_tos for m in aiosmtpd_server.messages] == [["c@x.test"], ["e@x.test"]]
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_a_batch_that_raises_leaves_no_job_running(
-    anyio_backend: str, aiosmtpd_server: AiosmtpdServer
-) -> None:
-    module = importlib.import_module(f"smtpbee.transports.{anyio_backend}")
-    # The other message needs more round trips (one per RCPT): it is still under way
-    # when the failing body raises.
-    others = [f"c{i}@x.test" for i in range(10)]
-    items = [("a@x.test", ["b@x.test"], _failing_body()), ("a@x.test", others, b"x\r\n")]
-    async with module.SMTPPool(
-        aiosmtpd_server.host, aiosmtpd_server.port, size=2, tls="none"
-    ) as pool:
-        with pytest.raises((RuntimeError, ExceptionGroup)):
-            await pool.send_batch(items)
-        settled = list(aiosmtpd_server.messages)
-    # Whatever became of the other message, it was settled when send_batch raised:
-    # nothing of the batch goes on behind the caller's back.
-    await anyio.sleep(0.5)
-    assert aiosmtpd_server.messages == settled
 
 
 # ------------------------------------------------------------------------------------

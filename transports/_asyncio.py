@@ -24,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 from smtpbee._requests import Poll, PullBody, Read, Request, UpgradeTLS, Write
 from smtpbee.transports._async.client import AsyncClient
 from smtpbee.transports._async.one_call import send_with
+from smtpbee.transports._async.pool import AsyncPool
 from smtpbee.transports._common import is_verifying, tls_info
-from smtpbee.transports._pool import PoolBase
+from smtpbee.transports._pool import AsyncJob
 
 __all__ = ["AsyncSMTPClient", "SMTPClient", "SMTPPool", "send"]
 
@@ -127,6 +128,11 @@ class AsyncSMTPClient(AsyncClient):
         async with asyncio.timeout(self.connect_timeout):
             if self._sock_given is not None:
                 await loop.create_connection(lambda: stream, sock=self._sock_given)
+            elif self.proxy is not None:
+                sock = await self.proxy.connect_asyncio(
+                    self._host, self.port, self.connect_timeout, self.source_address
+                )
+                await loop.create_connection(lambda: stream, sock=sock)
             else:
                 await loop.create_connection(
                     lambda: stream,
@@ -202,22 +208,27 @@ send = functools.partial(send_with, AsyncSMTPClient)
 """Connect, log in if asked, send one message, QUIT (see send_with for the arguments)."""
 
 
-class SMTPPool(PoolBase):
-    """Up to ``size`` AsyncSMTPClient connections to one server; see PoolBase."""
+class SMTPPool(AsyncPool):
+    """Up to ``size`` AsyncSMTPClient connections to one server; see AsyncPool."""
 
-    def __init__(self, host: str, port: int = 25, *, size: int = 4, **kwargs: Any) -> None:
-        super().__init__(host, port, size=size, **kwargs)
-        self._slots = asyncio.Semaphore(size)
+    _client_class = AsyncSMTPClient
 
-    def _new_client(self) -> AsyncSMTPClient:
-        return AsyncSMTPClient(self.host, self.port, **self._client_kwargs)
+    def _new_slots(self, size: int) -> asyncio.Semaphore:
+        return asyncio.Semaphore(size)
 
-    def _slot(self) -> asyncio.Semaphore:
-        return self._slots
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
-    async def _run_all(self, jobs: list[Callable[[], Coroutine[Any, Any, None]]]) -> None:
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def _run_all(self, jobs: list[AsyncJob]) -> None:
         # A task group, not gather(): if one job fails, the others are
         # cancelled and awaited before this returns, like trio's nursery.
         async with asyncio.TaskGroup() as group:
             for job in jobs:
                 group.create_task(job())
+
+    async def aclose(self) -> None:
+        """The same as close()."""
+        await self.close()

@@ -29,6 +29,7 @@ from smtpbee.transports._common import (
     logged_transcript,
 )
 from smtpbee.transports._message import BatchItem, batch_source, body_source, prepare_message
+from smtpbee.transports._proxy import ProxyURL, parse_proxy
 from smtpbee.transports._target import check_target, parse_connection_url
 
 __all__ = ["ClientBase"]
@@ -52,13 +53,18 @@ class ClientBase:
             the first byte), "opportunistic" (STARTTLS when offered) or "none".
             Default: implicit on port 465, required STARTTLS elsewhere.
         ssl_context: the context for TLS; default: the system's roots, TLS
-            >= 1.2, host names checked. AUTH is refused over TLS whose context
-            does not verify the certificate, unless the caller allows it.
+            1.2 or later, host names checked. AUTH is refused over TLS whose
+            context does not verify the certificate, unless the caller allows it.
         server_hostname: the name to check the certificate against (and send
             as SNI); default: ``host``.
         local_hostname: the name to give in EHLO; default: the address literal
             of the local end, e.g. ``[192.0.2.1]`` (never a DNS lookup).
-        source_address: ``(host, port)`` to connect from.
+        source_address: ``(host, port)`` to connect from (with a proxy: the
+            local end of the connection to the proxy).
+        proxy: connect through a proxy: ``socks5://user:pass@host:port``,
+            ``socks4://host:port`` or ``http://host:port`` (HTTP CONNECT);
+            needs ``smtpbee[proxy]``. TLS and its certificate check are the
+            server's, as without a proxy; the credentials are never shown.
         sock: an already-connected socket (trio: a Stream) to use instead of
             connecting; one that is already TLS means implicit TLS.
         timeout: seconds for every phase (and at most that to connect);
@@ -72,7 +78,7 @@ class ClientBase:
 
     Raises:
         InvalidInputError: an argument that cannot work (an unknown TLS mode,
-            a bad URL or port, a timeout that is not a positive number, TLS
+            a bad URL, proxy URL or port, a timeout that is not a positive number, TLS
             with name checking but no name, an already-TLS socket with a mode
             other than implicit).
         TypeError: an argument of the wrong type (a misspelt keyword is one).
@@ -88,6 +94,7 @@ class ClientBase:
         server_hostname: str | None = None,
         local_hostname: str | None = None,
         source_address: tuple[str, int] | None = None,
+        proxy: str | None = None,
         sock: Any = None,
         timeout: float | None = None,
         timeouts: Timeouts | None = None,
@@ -129,6 +136,7 @@ class ClientBase:
             raise InvalidInputError("TLS with host name checking needs server_hostname")
         self.local_hostname = local_hostname
         self.source_address = source_address
+        self.proxy: ProxyURL | None = parse_proxy(proxy, sock)
         self._sock_given = sock
         self.timeouts = timeouts or (Timeouts.uniform(timeout) if timeout else Timeouts())
         self.connect_timeout = min(connect_timeout, timeout) if timeout else connect_timeout
@@ -188,14 +196,6 @@ class ClientBase:
             transcript=logged_transcript(self.transcript),
         )
         return self._session
-
-    def _tls_summary(self) -> str:
-        """The TLS layer in a few words, for the log."""
-        info = self.tls_info
-        if info is None:
-            return "no TLS"
-        verified = "verified" if info.verified else "NOT verified"
-        return f"{info.version} {info.cipher}, certificate {verified}"
 
     def _plan_sendmail(
         self,

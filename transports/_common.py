@@ -20,7 +20,7 @@
 # The constructor every client shares is in _base; the envelope and bytes of
 # a message and the sources of bodies in _message; the public methods and the
 # request loop in _async/client.py (and, generated from it, _sync/client.py);
-# the pool of the async transports in _pool.
+# the pools in _async/pool.py (generated: _sync/pool.py) and _pool.
 #
 # Invariant: nothing here decides anything about the protocol; the procedures
 # do. This module only translates between the user's Python values and them.
@@ -98,13 +98,19 @@ class TLSInfo:
         version: e.g. "TLSv1.3".
         cipher: the cipher suite's name.
         verified: whether the certificate was checked against the host name.
-        peer_subject: the certificate's subject, e.g. "CN=localhost", when verified.
+        peer_subject: the certificate's subject, e.g. "commonName=localhost"
+            (None when the peer certificate is not available, as when it was
+            not verified).
     """
 
     version: str | None
     cipher: str | None
     verified: bool
     peer_subject: str | None
+
+    def __str__(self) -> str:
+        checked = "verified" if self.verified else "NOT verified"
+        return f"{self.version} {self.cipher}, certificate {checked}"
 
 
 def tls_info(tls: _TLSObject, verified: bool) -> TLSInfo:

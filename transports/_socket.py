@@ -54,7 +54,11 @@ class SMTPClient(SyncClient):
 
     def _open(self) -> Any:
         sock: socket.socket | None = self._sock_given
-        if sock is None:
+        if sock is None and self.proxy is not None:
+            sock = self.proxy.connect_sync(
+                self._host, self.port, self.connect_timeout, self.source_address
+            )
+        elif sock is None:
             address = (self._host, self.port)
             sock = socket.create_connection(address, self.connect_timeout, self.source_address)
         self._sock = sock

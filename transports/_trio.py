@@ -28,16 +28,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import select
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 from smtpbee._requests import Poll, PullBody, Read, Request, UpgradeTLS, Write
 from smtpbee.transports._async.client import AsyncClient
 from smtpbee.transports._async.one_call import send_with
+from smtpbee.transports._async.pool import AsyncPool
 from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._message import READ_SIZE
-from smtpbee.transports._pool import PoolBase
+from smtpbee.transports._pool import AsyncJob
 
 __all__ = ["SMTPClient", "SMTPPool", "TrioSMTPClient", "send"]
 
@@ -68,6 +69,11 @@ class TrioSMTPClient(AsyncClient):
         with trio.fail_after(self.connect_timeout):
             if self._sock_given is not None:
                 self._stream = self._sock_given
+            elif self.proxy is not None:
+                sock = await self.proxy.connect_trio(
+                    self._host, self.port, self.connect_timeout, self.source_address
+                )
+                self._stream = trio.SocketStream(sock)
             else:
                 self._stream = await trio.open_tcp_stream(
                     self._host, self.port, happy_eyeballs_delay=0.25, local_address=local
@@ -155,20 +161,25 @@ send = functools.partial(send_with, TrioSMTPClient)
 """Connect, log in if asked, send one message, QUIT (see send_with for the arguments)."""
 
 
-class SMTPPool(PoolBase):
-    """Up to ``size`` TrioSMTPClient connections to one server; see PoolBase."""
+class SMTPPool(AsyncPool):
+    """Up to ``size`` TrioSMTPClient connections to one server; see AsyncPool."""
 
-    def __init__(self, host: str, port: int = 25, *, size: int = 4, **kwargs: Any) -> None:
-        super().__init__(host, port, size=size, **kwargs)
-        self._slots = trio.Semaphore(size)
+    _client_class = TrioSMTPClient
 
-    def _new_client(self) -> TrioSMTPClient:
-        return TrioSMTPClient(self.host, self.port, **self._client_kwargs)
+    def _new_slots(self, size: int) -> trio.Semaphore:
+        return trio.Semaphore(size)
 
-    def _slot(self) -> trio.Semaphore:
-        return self._slots
+    def _now(self) -> float:
+        return trio.current_time()
 
-    async def _run_all(self, jobs: list[Callable[[], Coroutine[Any, Any, None]]]) -> None:
+    async def _sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    async def _run_all(self, jobs: list[AsyncJob]) -> None:
         async with trio.open_nursery() as nursery:
             for job in jobs:
                 nursery.start_soon(job)
+
+    async def aclose(self) -> None:
+        """The same as close()."""
+        await self.close()

@@ -53,10 +53,7 @@ class AsyncClient(AsyncHooks):
     # -- the loop ---------------------------------------------------------------------------
 
     async def _run(self, proc: Procedure[_T], body: Any = ()) -> _T:
-        lock = self.__dict__.get("_lock")
-        if lock is None:
-            lock = self.__dict__.setdefault("_lock", self._new_lock())
-        async with lock:
+        async with self._lock:
             return await self._drive(proc, body)
 
     async def _drive(self, proc: Procedure[_T], body: Any) -> _T:
@@ -107,7 +104,9 @@ class AsyncClient(AsyncHooks):
             _log.info("connecting to %s port %s failed: %s", self.host, self.port, error)
             raise error from error.__cause__
         extensions = await self._run(self._new_session(sockname).open())
-        _log.info("session open with %s port %s: %s", self.host, self.port, self._tls_summary())
+        _log.info(
+            "session open with %s port %s: %s", self.host, self.port, self.tls_info or "no TLS"
+        )
         if self.credentials is not None:
             await self.login(*self.credentials)
         return extensions
@@ -153,7 +152,12 @@ class AsyncClient(AsyncHooks):
         mail_options: Mapping[str, Any] | None = None,
         rcpt_options: Mapping[str, Any] | None = None,
     ) -> SendResult:
-        """Send an email message; the envelope comes from its headers unless given."""
+        """Send an email message; the envelope comes from its headers unless given.
+
+        The sender is Sender or From, the recipients To, Cc and Bcc (or the latest
+        Resent-* block's); Bcc is not sent. ``mail_options`` and ``rcpt_options``
+        are as for sendmail().
+        """
         proc, body = self._plan_message(msg, sender, recipients, mail_options, rcpt_options)
         return await self._run(proc, body)
 
@@ -170,6 +174,14 @@ class AsyncClient(AsyncHooks):
         """Send a body (bytes, a binary file, an iterable of bytes) to recipients.
 
         The body is streamed, never held whole.
+
+        ``mail_options`` holds keyword arguments of smtpbee.Mail besides
+        ``sender`` (size, body, smtputf8, ret, envid, requiretls, mt_priority,
+        auth, extra); size, body and smtputf8 are filled in when absent.
+        ``rcpt_options`` holds those of smtpbee.Rcpt besides ``recipient``
+        (notify, orcpt, extra), applied to every recipient. An unknown key
+        raises InvalidInputError, a parameter the server does not offer
+        UnsupportedExtensionError, before anything is sent.
         """
         proc, pieces = self._plan_sendmail(
             sender, recipients, body, mail_options, rcpt_options, smtputf8

@@ -43,6 +43,14 @@ class AsyncHooks(ClientBase, abc.ABC):
     def _new_lock(self) -> Any:
         """A lock for one procedure at a time (for ``async with``)."""
 
+    @property
+    def _lock(self) -> Any:
+        """The client's lock, made on first use (setdefault: one even if threads race)."""
+        lock = self.__dict__.get("_client_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_client_lock", self._new_lock())
+        return lock
+
     def _plain(self, exc: BaseException) -> BaseException:
         """The framework's I/O failure as the builtin one as_smtp_error maps."""
         return exc

@@ -54,10 +54,7 @@ class SyncClient(SyncHooks):
     # -- the loop ---------------------------------------------------------------------------
 
     def _run(self, proc: Procedure[_T], body: Any = ()) -> _T:
-        lock = self.__dict__.get("_lock")
-        if lock is None:
-            lock = self.__dict__.setdefault("_lock", self._new_lock())
-        with lock:
+        with self._lock:
             return self._drive(proc, body)
 
     def _drive(self, proc: Procedure[_T], body: Any) -> _T:
@@ -108,7 +105,9 @@ class SyncClient(SyncHooks):
             _log.info("connecting to %s port %s failed: %s", self.host, self.port, error)
             raise error from error.__cause__
         extensions = self._run(self._new_session(sockname).open())
-        _log.info("session open with %s port %s: %s", self.host, self.port, self._tls_summary())
+        _log.info(
+            "session open with %s port %s: %s", self.host, self.port, self.tls_info or "no TLS"
+        )
         if self.credentials is not None:
             self.login(*self.credentials)
         return extensions
@@ -154,7 +153,12 @@ class SyncClient(SyncHooks):
         mail_options: Mapping[str, Any] | None = None,
         rcpt_options: Mapping[str, Any] | None = None,
     ) -> SendResult:
-        """Send an email message; the envelope comes from its headers unless given."""
+        """Send an email message; the envelope comes from its headers unless given.
+
+        The sender is Sender or From, the recipients To, Cc and Bcc (or the latest
+        Resent-* block's); Bcc is not sent. ``mail_options`` and ``rcpt_options``
+        are as for sendmail().
+        """
         proc, body = self._plan_message(msg, sender, recipients, mail_options, rcpt_options)
         return self._run(proc, body)
 
@@ -171,6 +175,14 @@ class SyncClient(SyncHooks):
         """Send a body (bytes, a binary file, an iterable of bytes) to recipients.
 
         The body is streamed, never held whole.
+
+        ``mail_options`` holds keyword arguments of smtpbee.Mail besides
+        ``sender`` (size, body, smtputf8, ret, envid, requiretls, mt_priority,
+        auth, extra); size, body and smtputf8 are filled in when absent.
+        ``rcpt_options`` holds those of smtpbee.Rcpt besides ``recipient``
+        (notify, orcpt, extra), applied to every recipient. An unknown key
+        raises InvalidInputError, a parameter the server does not offer
+        UnsupportedExtensionError, before anything is sent.
         """
         proc, pieces = self._plan_sendmail(
             sender, recipients, body, mail_options, rcpt_options, smtputf8

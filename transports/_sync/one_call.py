@@ -3,19 +3,24 @@
 #
 # send_with: the one-call ``send`` of every transport (connect, log in if
 # asked, send one message, QUIT), written once; each transport module binds it
-# to its client class. The source of _sync/one_call.py (see _async/client.py).
+# to its client class. log_in: how send() and the pools log in (a password, or
+# an OAuth 2.0 token asked of its source for each connection). The source of
+# _sync/one_call.py (see _async/client.py).
 from __future__ import annotations
 
 import email.message
+import inspect
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from smtpbee._auth import OAuthBearer, SASLMechanism, XOAuth2
 from smtpbee._errors import InvalidInputError
 from smtpbee._transaction import SendResult
 from smtpbee.transports._sync.client import SyncClient
 from smtpbee.transports._message import Body
+from smtpbee.transports._pool import SyncTokenSource, check_login, checked_token
 
-__all__ = ["send_with"]
+__all__ = ["bearer_token", "log_in", "send_with"]
 
 _C = TypeVar("_C", bound=SyncClient)
 
@@ -30,6 +35,8 @@ def send_with(
     recipients: Sequence[str] | None = None,
     username: str | None = None,
     password: str | None = None,
+    mechanism: str | None = None,
+    token: SyncTokenSource | None = None,
     allow_insecure: bool = False,
     **client_kwargs: Any,
 ) -> SendResult:
@@ -45,16 +52,60 @@ def send_with(
         recipients: the envelope recipients (required with a body).
         username: log in with this user name.
         password: and this password.
+        mechanism: the SASL mechanism to log in with, e.g. "PLAIN" (default:
+            the strongest the server offers; XOAUTH2 with a token).
+        token: instead of a password, a callable that returns an OAuth 2.0
+            bearer token (XOAUTH2, or OAUTHBEARER if named as ``mechanism``).
         allow_insecure: allow that login over plaintext or unverified TLS.
         **client_kwargs: the client's other arguments (tls, ssl_context, ...).
+
+    Raises:
+        InvalidInputError: a body without an envelope, or credentials that do
+            not go together (see check_login), before anything is sent.
     """
+    mechanism = check_login(username, password, mechanism, token)
     is_message = isinstance(message_or_body, email.message.Message)
     if not is_message and (sender is None or recipients is None):
         raise InvalidInputError("a raw body needs sender= and recipients=")
     with client_class(host, port, **client_kwargs) as client:
-        if username is not None:
-            client.login(username, password or "", allow_insecure=allow_insecure)
+        log_in(client, username, password, mechanism, token, allow_insecure)
         if isinstance(message_or_body, email.message.Message):
             return client.send_message(message_or_body, sender=sender, recipients=recipients)
         assert sender is not None and recipients is not None
         return client.sendmail(sender, recipients, message_or_body)
+
+
+def bearer_token(source: SyncTokenSource) -> str:
+    """Ask a token source for a bearer token (awaiting what an async one returns)."""
+    token = source()
+    if inspect.isawaitable(token):
+        return checked_token(token)
+    return checked_token(token)
+
+
+def log_in(
+    client: SyncClient,
+    username: str | None,
+    password: str | None,
+    mechanism: str | None,
+    token: SyncTokenSource | None,
+    allow_insecure: bool,
+) -> None:
+    """Log in if a user name is given: with a fresh token, or with the password.
+
+    The arguments are checked by check_login first (``mechanism`` in upper case).
+    """
+    if username is None:
+        return
+    if token is None:
+        client.login(
+            username, password or "", mechanism=mechanism, allow_insecure=allow_insecure
+        )
+        return
+    bearer = bearer_token(token)
+    sasl: SASLMechanism
+    if mechanism == "OAUTHBEARER":
+        sasl = OAuthBearer(username, bearer, host=client.host, port=client.port)
+    else:
+        sasl = XOAuth2(username, bearer)
+    client.authenticate(sasl, allow_insecure=allow_insecure)
