@@ -27,15 +27,12 @@
 from __future__ import annotations
 
 import copy
-import email.generator
 import email.message
-import email.policy
 import io
 import os
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from email.utils import getaddresses
 from typing import IO, Any, TypeAlias
 
 from smtpbee._errors import InvalidInputError
@@ -93,6 +90,8 @@ def _resent_block(msg: email.message.Message) -> dict[str, list[str]] | None:
 
 
 def _addresses(values: Iterable[str]) -> list[str]:
+    from email.utils import getaddresses
+
     return [address for _, address in getaddresses(list(values)) if address]
 
 
@@ -131,6 +130,10 @@ def prepare_message(
     headers_8bit = any(not str(v).isascii() for v in stripped.values())
     utf8 = wants_smtputf8(server, addresses=international, headers=headers_8bit)
     buffer = io.BytesIO()
+    # Loaded here, not at import: a send of raw bytes never needs them.
+    import email.generator
+    import email.policy
+
     policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
     generator: email.generator.BytesGenerator[Any]
     generator = email.generator.BytesGenerator(buffer, policy=policy)
