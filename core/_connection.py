@@ -40,8 +40,6 @@
 # command. A LocalProtocolError from send leaves everything as it was.
 from __future__ import annotations
 
-import base64
-import binascii
 from collections import deque
 from collections.abc import Mapping, Sequence
 
@@ -76,7 +74,7 @@ from ._state import (
     Verb,
     compile_reply_cells,
 )
-from ._validation import check_command_line
+from ._validation import check_command_line, strict_b64decode
 
 __all__ = ["Connection"]
 
@@ -634,7 +632,4 @@ class Connection:
 def _decode_challenge(reply: Reply) -> bytes | None:
     if len(reply.lines) != 1:
         return None
-    try:
-        return base64.b64decode(reply.lines[0].strip(), validate=True)
-    except binascii.Error:
-        return None
+    return strict_b64decode(reply.lines[0].strip())

@@ -43,7 +43,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import hashlib
 import hmac
@@ -63,6 +62,7 @@ from ._sasl import (
     refuse_empty,
 )
 from ._saslprep import saslprep
+from ._validation import strict_b64decode
 
 __all__ = ["ScramMechanism", "ScramSHA1", "ScramSHA256"]
 
@@ -194,10 +194,9 @@ class ScramMechanism(SASLMechanism):
             and _SCRAM_PRINTABLE.fullmatch(server_nonce)
         ):
             raise self._fail("the server nonce does not extend the client nonce")
-        try:
-            salt = binascii.a2b_base64(salt_text, strict_mode=True)
-        except ValueError:
-            raise self._fail("the salt is not valid base64") from None
+        salt = strict_b64decode(salt_text)
+        if salt is None:
+            raise self._fail("the salt is not valid base64")
         if not salt:
             raise self._fail("the salt is empty")
         if not _SCRAM_ITERATIONS.fullmatch(iterations_text):
@@ -230,10 +229,9 @@ class ScramMechanism(SASLMechanism):
             error = printable_server_text(first[2:])
             raise self._fail(f"the server reported an error: {error}", server_error=error)
         signature_text = self._attribute(first, "v")
-        try:
-            signature = binascii.a2b_base64(signature_text, strict_mode=True)
-        except ValueError:
-            raise self._fail("the server signature is not valid base64") from None
+        signature = strict_b64decode(signature_text)
+        if signature is None:
+            raise self._fail("the server signature is not valid base64")
         if not hmac.compare_digest(signature, self._server_signature):
             raise self._fail(
                 "the server signature is wrong: the server does not know the password"

@@ -38,6 +38,7 @@
 # lines are never echoed: they may hold a password.
 from __future__ import annotations
 
+import base64
 import functools
 import ipaddress
 import re
@@ -105,6 +106,10 @@ _DOTS: Final = ".\u3002\uff0e\uff61"
 _ESMTP_KEYWORD: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _ESMTP_VALUE_ASCII: Final = re.compile(r"[!-<>-~]+")
 _ESMTP_VALUE_UTF8: Final = re.compile(r"(?:[!-<>-~]|[^\x00-\x7f])+")
+
+# RFC 4648 §4 base64, written out: Python's strict mode still takes padding
+# after a complete quantum ("AAAA==") before 3.13 (CPython gh-118314).
+_BASE64: Final = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 # RFC 3461 §4: xchar is "!".."~" except "+" and "="; hexchar is "+" and two hex
 # digits (uppercase when we write them; either case is read).
@@ -502,6 +507,18 @@ def smtp_string(value: str, what: str) -> str:
     if _ATOM.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def strict_b64decode(text: bytes | str) -> bytes | None:
+    """The octets of RFC 4648 base64 text, or None when it is not exactly that.
+
+    No white space, no missing or excess padding, no other alphabet: what a
+    server sends in an AUTH challenge or a SCRAM message must be exact.
+    """
+    data = text.encode("ascii", "replace") if isinstance(text, str) else text
+    if _BASE64.fullmatch(data) is None:
+        return None
+    return base64.b64decode(data)
 
 
 def check_esmtp_keyword(keyword: str) -> None:
