@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import atheris  # type: ignore[import-untyped]
+from _harness import instrumented, main
 
-with atheris.instrument_imports():
+with instrumented():
     from smtpbee._errors import SMTPError
     from smtpbee._procedures import ClientSession
     from smtpbee._requests import Poll, PullBody, Read, TLSMode, UpgradeTLS, Write
     from smtpbee._transaction import BodyInfo, MailJob, SendResult
 
-__all__ = ["BODIES", "main", "run_session", "test_one_input"]
+__all__ = ["BODIES", "run_session", "test_one_input"]
 
 BODIES = (
     b"Subject: hi\r\n\r\nHello.\r\n",
@@ -143,10 +143,5 @@ def test_one_input(data: bytes) -> None:
         run_session(options, read_seed, stream)
 
 
-def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(test_one_input)
