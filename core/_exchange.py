@@ -196,7 +196,10 @@ class Exchange:
 
     def _collect_unasked(self) -> Procedure[None]:
         """Judge what the server sent while nothing was asked, before a new group."""
-        data = yield Poll()
+        try:
+            data = yield Poll()
+        except (SMTPTimeoutError, ConnectionLostError) as exc:
+            raise self.fail(exc)  # noqa: B904 - fail() chose the cause
         if data is None:
             return
         self.conn.receive_data(data)
