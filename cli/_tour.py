@@ -4,9 +4,10 @@
 #
 # Theory of operation
 # -------------------
-# A TourServer (cli/_tour_server.py) listens on 127.0.0.1 in this process; the
-# blocking transport sends a real message through it, without TLS (loopback
-# only: there is no certificate to check, and the tour says so). The client's
+# A TourServer (cli/_tour_server.py: smtpbee.testing's scripted server, told
+# what to say) listens on 127.0.0.1 in this process; the blocking transport
+# sends a real message through it, without TLS (loopback only: there is no
+# certificate to check, and the tour says so). The client's
 # transcript callable is the guide: each C:/S: line is printed as it happens,
 # followed by what it means and by the client's state (session.conn.state,
 # with the description the state table gives it). The explanations are keyed

@@ -1,15 +1,17 @@
-# tests/conftest: fixtures for the SMTP test servers defined in tests/servers.py.
+# tests/conftest: fixtures for the SMTP test servers: the real ones of tests/servers.py
+# (aiosmtpd, Postfix) and the scripted ones of smtpbee.testing.
 #
 # Function-scoped servers (each test gets fresh records and flags); one session-scoped
 # test CA, because generating keys is the slow part. Every server is stopped in teardown,
-# and a scripted server's failure that the test did not already collect is raised there.
+# and what a scripted server's handler raised (if the test did not collect it) is raised
+# there.
 """Pytest fixtures: aiosmtpd servers, scripted servers, the test CA and Postfix."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,11 +36,10 @@ from servers import (  # noqa: E402
     AiosmtpdServer,
     LoopbackCA,
     PostfixServer,
-    ScriptedServer,
-    Step,
     TLSAiosmtpdServer,
     start_aiosmtpd,
 )
+from smtpbee.testing import Handler, ScriptedServer, ThreadedServer  # noqa: E402
 
 __all__ = [
     "aiosmtpd_factory",
@@ -58,7 +59,7 @@ AUTH_USERS = {"alice": "wonderland", "bob": "b\u00f6b-secret"}
 POSTFIX_ENV = Path(os.environ.get("SMTPBEE_POSTFIX_ENV", "/tmp/smtpbee-postfix/env"))
 
 AiosmtpdFactory = Callable[..., AiosmtpdServer]
-ScriptedFactory = Callable[..., ScriptedServer]
+ScriptedFactory = Callable[..., ThreadedServer]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -119,29 +120,26 @@ def aiosmtpd_implicit_tls_server(aiosmtpd_factory: AiosmtpdFactory) -> TLSAiosmt
 
 @pytest.fixture
 def scripted_server() -> Iterator[ScriptedFactory]:
-    """Start `servers.ScriptedServer` instances: ``scripted_server(steps, timeout=...)``.
+    """Start smtpbee.testing servers in threads: ``scripted_server(handlers, **options)``.
 
-    Teardown lets each script finish (a few seconds at most), aborts the rest, and raises
-    any failure from the server thread that the test did not collect with ``join()``.
+    The arguments are those of `smtpbee.testing.ScriptedServer` (its ``timeout``
+    defaults to `servers.DEFAULT_TIMEOUT`); the result is the started
+    `smtpbee.testing.ThreadedServer`. Teardown stops each one (open connections get a
+    moment to end) and raises what a handler raised, if the test did not collect it.
     """
-    started: list[ScriptedServer] = []
+    started: list[ThreadedServer] = []
 
-    def factory(
-        steps: Sequence[Step],
-        *,
-        host: str = "127.0.0.1",
-        timeout: float = DEFAULT_TIMEOUT,
-        drain_timeout: float = 1.0,
-    ) -> ScriptedServer:
-        server = ScriptedServer(steps, host=host, timeout=timeout, drain_timeout=drain_timeout)
-        started.append(server)
-        return server.start()
+    def factory(handlers: Mapping[str, Handler] | None = None, **options: Any) -> ThreadedServer:
+        options.setdefault("timeout", DEFAULT_TIMEOUT)
+        running = ScriptedServer(handlers, **options).serve_in_thread()
+        started.append(running)
+        return running.start()
 
     yield factory
     failures: list[BaseException] = []
-    for server in started:
+    for running in started:
         try:
-            server.stop()
+            running.stop()
         except BaseException as error:  # every server must be stopped, whatever fails
             failures.append(error)
     if failures:

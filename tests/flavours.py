@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 from servers import TLSAiosmtpdServer
+from smtpbee.testing import ThreadedServer
 
 __all__ = ["ALICE", "FLAVOURS", "Client", "Flavour", "finished"]
 
@@ -77,13 +78,13 @@ class Flavour:
         return await result if inspect.isawaitable(result) else result
 
 
-async def finished(server: Any) -> None:
-    """Wait for a scripted server's script to end, and raise what failed in it.
+async def finished(server: ThreadedServer, connections: int = 1) -> None:
+    """Wait until a scripted server's connections have ended; raise what a handler raised.
 
-    Poll, not join: asyncio closes a transport on its next loop iteration, so the
-    loop must keep running while the script waits for the close.
+    Poll, not block: asyncio closes a transport on its next loop iteration, so the
+    loop must keep running while the server waits for the close.
     """
     deadline = time.monotonic() + 30
-    while server._thread.is_alive() and time.monotonic() < deadline:
+    while not server.done(connections) and time.monotonic() < deadline:
         await anyio.sleep(0.01)
-    server.join()
+    server.wait(connections, timeout=0)

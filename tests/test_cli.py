@@ -19,21 +19,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from servers import (
-    AiosmtpdServer,
-    LoopbackCA,
-    PostfixServer,
-    ScriptedServer,
-    Step,
-    TLSAiosmtpdServer,
-    expect,
-    expect_close,
-    expect_data,
-    send,
-)
+from servers import AiosmtpdServer, LoopbackCA, PostfixServer, TLSAiosmtpdServer
 from smtpbee import (
     LocalProtocolError,
     MessageTooLargeError,
@@ -47,11 +36,12 @@ from smtpbee.cli._client import run as run_job
 from smtpbee.cli._output import UsageError, classify
 from smtpbee.cli._progress import PROGRESS_THRESHOLD, ProgressBody, wants_progress
 from smtpbee.cli._send import deliver, prepare
+from smtpbee.testing import Handler, ThreadedServer, stall
 
 TRANSPORTS = ["sync", "asyncio", "trio"]
 ALICE_PASSWORD = "wonderland"
-GREETING = send(b"220 scripted.test ESMTP\r\n")
-PLAIN_EHLO = b"250-scripted.test\r\n250 8BITMIME\r\n"
+# The scripted servers greet as "220 scripted.test ESMTP ..." and offer 8BITMIME only.
+PLAIN_EXTENSIONS = ["8BITMIME"]
 MESSAGE = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nHello.\r\n.dot\r\n"
 
 
@@ -82,7 +72,16 @@ def as_json(run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return document
 
 
-def plain(server: AiosmtpdServer | ScriptedServer, *args: str) -> list[str]:
+def scripted(
+    scripted_server: Any, handlers: dict[str, Handler] | None = None, **options: Any
+) -> ThreadedServer:
+    """A scripted server named scripted.test that offers 8BITMIME (or ``extensions``)."""
+    options.setdefault("extensions", PLAIN_EXTENSIONS)
+    server: ThreadedServer = scripted_server(handlers, hostname="scripted.test", **options)
+    return server
+
+
+def plain(server: AiosmtpdServer | ThreadedServer, *args: str) -> list[str]:
     """The send options for a plaintext loopback server."""
     return ["send", "--server", f"127.0.0.1:{server.port}", "--tls", "none", *args]
 
@@ -299,19 +298,7 @@ def test_every_recipient_refused_and_a_refused_message(
 
 
 def test_a_4xx_is_75(scripted_server: Any, message_file: Path, transport: str) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO"),
-            send(PLAIN_EHLO),
-            expect(b"MAIL FROM:<a@example.test>"),
-            send(b"451 4.3.0 Try again later\r\n"),
-            expect(b"RSET"),
-            send(b"250 OK\r\n"),
-            expect(b"QUIT"),
-            send(b"221 Bye\r\n"),
-        ]
-    )
+    server = scripted(scripted_server, {"MAIL": "451 4.3.0 Try again later"})
     run = smtpbee(
         *plain(server, "--from", "a@example.test", "--to", "b@example.test"),
         *("--message", str(message_file), "--transport", transport, "--json"),
@@ -323,26 +310,19 @@ def test_a_4xx_is_75(scripted_server: Any, message_file: Path, transport: str) -
         "code": 451,
         "text": "451 to MAIL FROM:<a@example.test>: Try again later",
     }
-    server.join()
+    server.wait()
+    assert [c.line for c in server.commands][1:] == [
+        b"MAIL FROM:<a@example.test>\r\n",
+        b"RSET\r\n",
+        b"QUIT\r\n",
+    ]
 
 
 def test_server_text_is_shown_escaped_and_json_is_ascii(
     scripted_server: Any, transport: str
 ) -> None:
     hostile = "R\u00e9essayez \x1b[2J\u202eplus tard"
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO"),
-            send(PLAIN_EHLO),
-            expect(b"MAIL FROM:<a@example.test>"),
-            send(f"451 4.3.0 {hostile}\r\n".encode()),
-            expect(b"RSET"),
-            send(b"250 OK\r\n"),
-            expect(b"QUIT"),
-            send(b"221 Bye\r\n"),
-        ]
-    )
+    server = scripted(scripted_server, {"MAIL": f"451 4.3.0 {hostile}"})
     run = smtpbee(
         *plain(server, "--from", "a@example.test", "--to", "b@example.test", "--body", "x"),
         *("--transport", transport, "--json", "--transcript"),
@@ -356,7 +336,7 @@ def test_server_text_is_shown_escaped_and_json_is_ascii(
     assert "\x1b" not in run.stderr and "\u202e" not in run.stderr
     assert f"S: 451 4.3.0 {shown}" in run.stderr.splitlines()
     assert run.stderr.splitlines()[-1].endswith(shown)
-    server.join()
+    server.wait()
 
 
 def test_a_refused_connection_is_75(transport: str) -> None:
@@ -372,34 +352,20 @@ def test_a_refused_connection_is_75(transport: str) -> None:
 
 
 def test_a_stalled_server_times_out_with_75(scripted_server: Any, transport: str) -> None:
-    server = scripted_server([GREETING, expect(b"EHLO"), expect_close(timeout=10)])
+    server = scripted(scripted_server, {"EHLO": stall()})
     run = smtpbee(
         *plain(server, "--from", "a@example.test", "--to", "b@example.test", "--body", "x"),
         *("--timeout", "1", "--transport", transport, "--json"),
     )
     assert run.returncode == 75
     assert as_json(run)["error"]["kind"] == "timeout"
-    server.join()
+    server.wait()
 
 
 def test_silence_after_the_final_dot_is_75_with_the_recipients(
     scripted_server: Any, transport: str
 ) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO"),
-            send(PLAIN_EHLO),
-            expect(b"MAIL"),
-            send(b"250 OK\r\n"),
-            expect(b"RCPT"),
-            send(b"250 OK\r\n"),
-            expect(b"DATA"),
-            send(b"354 go\r\n"),
-            expect_data(),
-            expect_close(timeout=10),
-        ]
-    )
+    server = scripted(scripted_server, {"MESSAGE": stall()})
     run = smtpbee(
         *plain(server, "--from", "a@example.test", "--to", "b@example.test", "--body", "x"),
         *("--timeout", "1", "--transport", transport, "--json"),
@@ -409,14 +375,15 @@ def test_silence_after_the_final_dot_is_75_with_the_recipients(
     assert result["error"]["kind"] == "outcome_unknown"
     # The message may have been accepted: the JSON says for whom.
     assert result["recipients"]["b@example.test"]["code"] == 250
-    server.join()
+    server.wait()
+    assert server.messages == []
 
 
 # -- 76: protocol errors -----------------------------------------------------------------
 
 
 def test_a_garbage_reply_is_76(scripted_server: Any, transport: str) -> None:
-    server = scripted_server([send(b"HTTP/1.1 400 Bad Request\r\n"), expect_close()])
+    server = scripted(scripted_server, greeting=[b"HTTP/1.1 400 Bad Request\r\n", stall()])
     run = smtpbee(
         *plain(server, "--from", "a@example.test", "--to", "b@example.test", "--body", "x"),
         *("--transport", transport, "--json"),
@@ -424,33 +391,23 @@ def test_a_garbage_reply_is_76(scripted_server: Any, transport: str) -> None:
     assert run.returncode == 76
     assert as_json(run)["error"]["kind"] == "protocol"
     assert "Traceback" not in run.stderr
-    server.join()
+    server.wait()
 
 
 def test_starttls_injection_is_76(scripted_server: Any, transport: str) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO"),
-            send(b"250-scripted.test\r\n250 STARTTLS\r\n"),
-            expect(b"STARTTLS"),
-            send(b"220 Go ahead\r\n250-injected.test\r\n250 AUTH PLAIN\r\n"),
-            expect_close(),
-        ]
-    )
+    injected = b"220 Go ahead\r\n250-injected.test\r\n250 AUTH PLAIN\r\n"
+    server = scripted(scripted_server, {"STARTTLS": [injected, stall()]}, extensions=["STARTTLS"])
     run = smtpbee(
         "send", "--server", f"127.0.0.1:{server.port}", "--from", "a@example.test",
         "--to", "b@example.test", "--body", "x", "--transport", transport, "--json",
     )  # fmt: skip
     assert run.returncode == 76
     assert as_json(run)["error"]["kind"] == "starttls_injection"
-    server.join()
+    server.wait()
 
 
 def test_tls_required_but_not_offered_is_76(scripted_server: Any) -> None:
-    server = scripted_server(
-        [GREETING, expect(b"EHLO"), send(PLAIN_EHLO), expect(b"QUIT"), send(b"221 Bye\r\n")]
-    )
+    server = scripted(scripted_server)
     run = smtpbee(
         "send", "--server", f"127.0.0.1:{server.port}", "--from", "a@example.test",
         "--to", "b@example.test", "--body", "x", "--json",
@@ -459,8 +416,8 @@ def test_tls_required_but_not_offered_is_76(scripted_server: Any) -> None:
     result = as_json(run)
     assert result["error"]["kind"] == "tls_required"
     assert result["tls_mode"] == "starttls"
-    assert not any(line.startswith(b"MAIL") for line in server.lines)
-    server.join()
+    server.wait()
+    assert [c.verb for c in server.commands] == ["EHLO", "QUIT"]
 
 
 # -- 77: authentication ------------------------------------------------------------------
@@ -614,16 +571,14 @@ def test_probe_text_and_json(aiosmtpd_starttls_server: TLSAiosmtpdServer, transp
 
 
 def test_probe_shows_what_it_saw_before_failing(scripted_server: Any) -> None:
-    server = scripted_server(
-        [GREETING, expect(b"EHLO"), send(PLAIN_EHLO), expect(b"QUIT"), send(b"221 Bye\r\n")]
-    )
+    server = scripted(scripted_server)
     run = smtpbee("probe", "--server", f"127.0.0.1:{server.port}", "--insecure")
     assert run.returncode == 76
     assert "greeting    220 scripted.test ESMTP" in run.stdout
     assert "tls         none" in run.stdout
     assert "  8BITMIME" in run.stdout
     assert "STARTTLS" in run.stderr
-    server.join()
+    server.wait()
 
 
 # -- states and python -m ----------------------------------------------------------------
@@ -775,19 +730,6 @@ def test_an_argparse_error_is_prefixed_once(args: list[str], command: str) -> No
 # -- --source-address --------------------------------------------------------------------
 
 
-class RecordPeer(Step):
-    """A script step that notes where the client connected from, as the server sees it."""
-
-    reads: ClassVar[bool | None] = None
-
-    def __init__(self) -> None:
-        self.peer: tuple[str, int] | None = None
-
-    def run(self, server: ScriptedServer) -> None:
-        host, port = server._connection().getpeername()[:2]
-        self.peer = (host, port)
-
-
 def free_port(host: str) -> int:
     """A port nothing listens on or is bound to at ``host`` (for a moment)."""
     with socket.socket() as sock:
@@ -807,15 +749,7 @@ def test_source_address_is_where_the_connection_comes_from(
     # would pick by itself to reach 127.0.0.1: seeing it proves the option was used.
     source = "127.0.0.2"
     port = free_port(source)
-    peer = RecordPeer()
-    steps: list[Step] = [GREETING, peer, expect(b"EHLO"), send(PLAIN_EHLO)]
-    if command == "send":
-        steps += [
-            expect(b"MAIL"), send(b"250 OK\r\n"), expect(b"RCPT"), send(b"250 OK\r\n"),
-            expect(b"DATA"), send(b"354 Go\r\n"), expect_data(), send(b"250 Queued\r\n"),
-        ]  # fmt: skip
-    steps += [expect(b"QUIT"), send(b"221 Bye\r\n")]
-    server = scripted_server(steps)
+    server = scripted(scripted_server)
     # trio binds a local host only, so its source port stays the system's choice.
     wanted = source if transport == "trio" else f"{source}:{port}"
     args = ["--server", f"127.0.0.1:{server.port}", "--tls", "none", "--source-address", wanted]
@@ -823,11 +757,14 @@ def test_source_address_is_where_the_connection_comes_from(
         args += ["--from", "a@example.test", "--to", "b@example.test", "--body", "x"]
     run = smtpbee(command, *args, "--transport", transport, "--json")
     assert run.returncode == 0, run.stderr
-    server.join()
-    assert peer.peer is not None
-    assert peer.peer[0] == source
+    server.wait()
+    peer = server.sessions[0].peer
+    assert peer is not None
+    assert peer[0] == source
     if transport != "trio":
-        assert peer.peer[1] == port
+        assert peer[1] == port
+    expected = ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"] if command == "send" else ["EHLO", "QUIT"]
+    assert [c.verb for c in server.commands] == expected
 
 
 @pytest.mark.parametrize(

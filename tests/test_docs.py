@@ -268,6 +268,7 @@ def test_the_pages_have_examples_and_the_conventions_hold() -> None:
         "guides/errors.md",
         "guides/embedding.md",
         "guides/migration.md",
+        "guides/testing.md",
         "learn/index.md",
     ):
         assert name in names, f"docs/{name} has no python example"

@@ -6,21 +6,16 @@ import logging
 from typing import Any
 
 import pytest
-from servers import expect, expect_close, send
+from smtpbee.testing import ThreadedServer
 from smtpbee.transports.sync import SMTPClient
 
 
-def session(scripted_server: Any) -> Any:
-    return scripted_server(
-        [
-            send(b"220 mx\x1b[2J ESMTP\r\n"),
-            expect(b"EHLO "),
-            send(b"250 mx\r\n"),
-            expect(b"QUIT"),
-            send(b"221 bye\r\n"),
-            expect_close(),
-        ]
+def session(scripted_server: Any) -> ThreadedServer:
+    """A server that greets with an ANSI escape, offers nothing, and says bye to QUIT."""
+    server: ThreadedServer = scripted_server(
+        {"EHLO": "250 mx"}, greeting=b"220 mx\x1b[2J ESMTP\r\n"
     )
+    return server
 
 
 def test_the_library_only_adds_a_null_handler() -> None:
@@ -37,7 +32,7 @@ def test_info_logs_connection_events_and_debug_the_escaped_transcript(
         SMTPClient(server.host, server.port, tls="none", timeout=10),
     ):
         pass
-    server.join()
+    server.wait()
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert any(m.startswith(f"connecting to {server.host} port {server.port}") for m in info)
@@ -56,5 +51,5 @@ def test_no_transcript_work_when_debug_is_off(
         SMTPClient(server.host, server.port, tls="none", timeout=10) as client,
     ):
         assert client.session.exchange._transcript is None
-    server.join()
+    server.wait()
     assert not [r for r in caplog.records if r.name == "smtpbee.transcript"]

@@ -26,19 +26,7 @@ from typing import Any
 import anyio
 import pytest
 from flavours import ALICE, Client, Flavour, finished
-from servers import (
-    AiosmtpdServer,
-    PostfixServer,
-    ScriptedServer,
-    Step,
-    close,
-    expect,
-    expect_close,
-    expect_data,
-    reset,
-    send,
-    send_then_close,
-)
+from servers import AiosmtpdServer, PostfixServer
 from smtpbee import (
     ConnectionLostError,
     InvalidInputError,
@@ -51,6 +39,7 @@ from smtpbee import (
     TransientReplyError,
 )
 from smtpbee._replies import Reply
+from smtpbee.testing import DEFAULT, Handler, ThreadedServer, close, reset
 from smtpbee.transports import TLSVerificationError
 from smtpbee.transports._async.pool import AsyncPool
 from smtpbee.transports._pool import RateWindow, Replay, may_retry
@@ -60,7 +49,7 @@ from smtpbee.transports.sync import SMTPPool as BlockingPool
 from smtpbee.transports.trio import SMTPPool as TrioPool
 
 AiosmtpdFactory = Callable[..., AiosmtpdServer]
-ScriptedFactory = Callable[..., ScriptedServer]
+ScriptedFactory = Callable[..., ThreadedServer]
 
 BODY = b"Subject: pooled\r\n\r\nHello.\r\n"
 
@@ -222,21 +211,21 @@ def relay() -> Iterator[Callable[..., Relay]]:
         one.stop()
 
 
-GREETING: list[Step] = [
-    send(b"220 scripted.test ESMTP\r\n"),
-    expect(b"EHLO"),
-    send(b"250 scripted.test\r\n"),
-]
-DELIVERY: list[Step] = [
-    expect(b"MAIL FROM:"),
-    send(b"250 ok\r\n"),
-    expect(b"RCPT TO:"),
-    send(b"250 ok\r\n"),
-    expect(b"DATA"),
-    send(b"354 go on\r\n"),
-    expect_data(),
-]
-GOODBYE: list[Step] = [expect(b"QUIT"), send(b"221 bye\r\n"), expect_close()]
+def scripted(
+    scripted_server: ScriptedFactory,
+    handlers: dict[str, Handler] | None = None,
+    *,
+    extensions: list[str] | None = None,
+    **options: Any,
+) -> ThreadedServer:
+    """A scripted server named scripted.test whose EHLO offers ``extensions`` (none)."""
+    return scripted_server(
+        handlers, hostname="scripted.test", extensions=extensions or [], **options
+    )
+
+
+def verbs(server: ThreadedServer) -> list[str]:
+    return [command.verb for command in server.commands]
 
 
 # ------------------------------------------------------------------------------------
@@ -520,16 +509,15 @@ async def test_a_connection_closed_while_idle_fails_its_noop_and_is_replaced(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="smtpbee.pool")
-    first = scripted_server(
-        [*GREETING, *DELIVERY, send(b"250 queued\r\n"), close()], drain_timeout=0.2
-    )
+    # The server takes the message, then closes the connection while the pool holds it.
+    first = scripted(scripted_server, {"MESSAGE": [DEFAULT, close()]}, drain_timeout=0.2)
     proxy = relay(first, aiosmtpd_server)
     async with pool_of(flavour, proxy, size=1, idle_check=0) as pool:
         await pool.sendmail("a@x.test", ["b@x.test"], BODY)
         await finished(first)  # the server has closed the idle connection
         result = await pool.sendmail("a@x.test", ["c@x.test"], BODY)
     assert result.accepted == ["c@x.test"]
-    assert len(first.data_bodies) == 1
+    assert [m.recipients for m in first.messages] == [("b@x.test",)]
     assert [m.rcpt_tos for m in aiosmtpd_server.messages] == [["c@x.test"]]
     assert [r for r in caplog.records if "failed its NOOP" in r.getMessage()]
     assert not [r for r in caplog.records if "sending once more" in r.getMessage()]
@@ -550,8 +538,8 @@ async def test_a_failure_before_the_content_is_retried_once_on_a_new_connection(
     relay: Callable[..., Relay],
     failure: str,
 ) -> None:
-    ending = send_then_close(b"421 4.3.2 shutting down\r\n") if failure == "421" else reset()
-    first = scripted_server([*GREETING, expect(b"MAIL FROM:"), ending], drain_timeout=0.2)
+    ending: Handler = ["421 4.3.2 shutting down", close()] if failure == "421" else reset()
+    first = scripted(scripted_server, {"MAIL": ending}, drain_timeout=0.2)
     proxy = relay(first, aiosmtpd_server)
     async with pool_of(flavour, proxy, size=1) as pool:
         # A body read once: nothing was taken from it before the failure.
@@ -559,7 +547,7 @@ async def test_a_failure_before_the_content_is_retried_once_on_a_new_connection(
     assert result.accepted == ["b@x.test"]
     [received] = aiosmtpd_server.messages
     assert received.content == b"Subject: streamed\r\n\r\nin pieces\r\n"
-    assert first.data_bodies == []
+    assert verbs(first) == ["EHLO", "MAIL"] and first.messages == []
     assert proxy.accepted == 2
 
 
@@ -570,15 +558,16 @@ async def test_a_retry_happens_once_only(
     aiosmtpd_server: AiosmtpdServer,
     relay: Callable[..., Relay],
 ) -> None:
-    closing = send_then_close(b"421 4.3.2 shutting down\r\n")
-    first = scripted_server([*GREETING, expect(b"MAIL FROM:"), closing], drain_timeout=0.2)
-    second = scripted_server([*GREETING, expect(b"MAIL FROM:"), closing], drain_timeout=0.2)
+    closing: dict[str, Handler] = {"MAIL": ["421 4.3.2 shutting down", close()]}
+    first = scripted(scripted_server, closing, drain_timeout=0.2)
+    second = scripted(scripted_server, closing, drain_timeout=0.2)
     proxy = relay(first, second, aiosmtpd_server)
     async with pool_of(flavour, proxy, size=1) as pool:
         [result] = await pool.send_batch([("a@x.test", ["b@x.test"], BODY)])
     assert isinstance(result, TransientReplyError) and result.code == 421
     assert proxy.accepted == 2
     assert aiosmtpd_server.messages == []
+    assert verbs(first) == verbs(second) == ["EHLO", "MAIL"]
 
 
 @pytest.mark.anyio
@@ -589,12 +578,14 @@ async def test_an_outcome_unknown_error_is_never_retried(
     relay: Callable[..., Relay],
 ) -> None:
     # The connection drops after the final dot: the message may have been taken.
-    first = scripted_server([*GREETING, *DELIVERY, reset()])
+    first = scripted(scripted_server, {"MESSAGE": reset()})
     proxy = relay(first, aiosmtpd_server)
     async with pool_of(flavour, proxy, size=1) as pool:
         with pytest.raises(OutcomeUnknownError):
             await pool.sendmail("a@x.test", ["b@x.test"], BODY)
-    assert len(first.data_bodies) == 1
+    await finished(first)
+    assert first.transcript.rounds()[-1] == [BODY + b".\r\n"]  # the whole content arrived
+    assert first.messages == []
     assert proxy.accepted == 1
     assert aiosmtpd_server.messages == []
 
@@ -603,18 +594,14 @@ async def test_an_outcome_unknown_error_is_never_retried(
 # OAuth 2.0 tokens, asked for each new connection
 
 
-def _xoauth2_steps(user: str, token: str) -> list[Step]:
-    response = base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
-    return [
-        send(b"220 scripted.test ESMTP\r\n"),
-        expect(b"EHLO"),
-        send(b"250-scripted.test\r\n250 AUTH XOAUTH2 OAUTHBEARER\r\n"),
-        expect(b"AUTH XOAUTH2 " + response + b"\r\n", exact=True),
-        send(b"235 2.7.0 accepted\r\n"),
-        *DELIVERY,
-        send(b"250 queued\r\n"),
-        *GOODBYE,
-    ]
+def _xoauth2_server(scripted_server: ScriptedFactory, user: str, token: str) -> ThreadedServer:
+    """A server offering XOAUTH2 that accepts ``user`` with this token only."""
+    return scripted(
+        scripted_server,
+        extensions=["AUTH XOAUTH2 OAUTHBEARER"],
+        users={user: token},
+        auth_mechanisms=["XOAUTH2"],
+    )
 
 
 @pytest.mark.anyio
@@ -622,7 +609,7 @@ async def test_the_token_source_is_called_for_each_new_connection(
     flavour: Flavour, scripted_server: ScriptedFactory, relay: Callable[..., Relay]
 ) -> None:
     user = "user@x.test"
-    servers = [scripted_server(_xoauth2_steps(user, f"TOKEN-{n}")) for n in (1, 2)]
+    servers = [_xoauth2_server(scripted_server, user, f"TOKEN-{n}") for n in (1, 2)]
     proxy = relay(*servers)
     calls: list[int] = []
 
@@ -642,26 +629,20 @@ async def test_the_token_source_is_called_for_each_new_connection(
         for rcpt in ("b@x.test", "c@x.test"):
             assert (await pool.sendmail("a@x.test", [rcpt], BODY)).accepted == [rcpt]
     assert calls == [1, 2]
-    for server in servers:
+    for n, server in enumerate(servers, 1):
         await finished(server)
-        assert len(server.data_bodies) == 1
+        assert len(server.messages) == 1 and server.messages[0].user == user
+        response = base64.b64encode(f"user={user}\x01auth=Bearer TOKEN-{n}\x01\x01".encode())
+        auth = [c.line for c in server.commands if c.verb == "AUTH"]
+        assert auth == [b"AUTH XOAUTH2 " + response + b"\r\n"]
 
 
 @pytest.mark.anyio
 async def test_send_takes_a_mechanism_and_a_token(
     flavour: Flavour, scripted_server: ScriptedFactory
 ) -> None:
-    server = scripted_server(
-        [
-            send(b"220 scripted.test ESMTP\r\n"),
-            expect(b"EHLO"),
-            send(b"250-scripted.test\r\n250 AUTH XOAUTH2 OAUTHBEARER\r\n"),
-            expect(b"AUTH OAUTHBEARER ", exact=True),
-            send(b"235 2.7.0 accepted\r\n"),
-            *DELIVERY,
-            send(b"250 queued\r\n"),
-            *GOODBYE,
-        ]
+    server = scripted(
+        scripted_server, {"AUTH": "235 2.7.0 accepted"}, extensions=["AUTH XOAUTH2 OAUTHBEARER"]
     )
     result = await flavour.send(
         BODY,
@@ -678,7 +659,9 @@ async def test_send_takes_a_mechanism_and_a_token(
     )
     assert result.accepted == ["b@x.test"]
     await finished(server)
-    [auth] = [line for line in server.lines if line.startswith(b"AUTH")]
+    [auth] = [c.line for c in server.commands if c.verb == "AUTH"]
+    assert auth.startswith(b"AUTH OAUTHBEARER ")
+    assert verbs(server) == ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"]
     frame = f"n,a=me@x.test,\x01host=127.0.0.1\x01port={server.port}\x01auth=Bearer T0K\x01\x01"
     assert base64.b64decode(auth.split()[2]) == frame.encode()
 

@@ -55,6 +55,7 @@ from smtpbee._events import (
     ReplyReceived,
 )
 from smtpbee._state import REPLY_RULES, ReplyKind, State, Verb, classify_reply
+from smtpbee.testing.strategies import invalid_replies, valid_replies
 
 __all__: list[str] = []
 
@@ -68,15 +69,9 @@ _TEXT = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b" ").replace(b"\n
 _EXTENSIONS = ("8BITMIME", "SIZE 1000000", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES", "HELP")
 
 
-@st.composite
-def reply(draw: st.DrawFn, code: int, *, bare_lf: bool = False) -> bytes:
-    """One reply with this code: one or several lines, any text, CRLF or LF ends."""
-    texts = draw(st.lists(_TEXT, min_size=1, max_size=3))
-    end = b"\n" if bare_lf and draw(st.booleans()) else b"\r\n"
-    last = len(texts) - 1
-    return b"".join(
-        b"%d%s%s%s" % (code, b" " if i == last else b"-", text, end) for i, text in enumerate(texts)
-    )
+def reply(code: int, *, bare_lf: bool = False) -> st.SearchStrategy[bytes]:
+    """One reply with this code: one or several lines, any text, CRLF (or LF) ends."""
+    return valid_replies(code, max_lines=3, bare_lf=bare_lf)
 
 
 @dataclass
@@ -278,6 +273,7 @@ _HOSTILE = st.one_of(
             st.just(b"\n"),
             st.just(b"250-a\r\n251 b\r\n"),
             st.just(b"25\r0 mid\r\n"),
+            invalid_replies(),
         ),
         max_size=8,
     ).map(b"".join),

@@ -1,8 +1,8 @@
-# tests/test_servers: proof that the test servers behave as the other tests assume.
+# tests/test_servers: proof that the real test servers behave as the other tests assume.
 #
-# The client here is the standard library's smtplib (or a raw socket where smtplib cannot
-# pipeline), so a failure points at the servers, not at smtpbee.
-"""Tests of the aiosmtpd, scripted and Postfix servers in tests/servers.py."""
+# The client here is the standard library's smtplib, so a failure points at the servers,
+# not at smtpbee. (The scripted server, smtpbee.testing, has tests/test_testing.py.)
+"""Tests of the aiosmtpd and Postfix servers in tests/servers.py."""
 
 from __future__ import annotations
 
@@ -15,28 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import AUTH_USERS, AiosmtpdFactory, ScriptedFactory
-from servers import (
-    AiosmtpdServer,
-    LoopbackCA,
-    PostfixServer,
-    ScriptedServer,
-    TLSAiosmtpdServer,
-    close,
-    drip,
-    expect,
-    expect_bdat,
-    expect_bytes,
-    expect_close,
-    expect_data,
-    expect_lines,
-    expect_silence,
-    reset,
-    send,
-    send_then_close,
-    sleep,
-    starttls,
-)
+from conftest import AUTH_USERS, AiosmtpdFactory
+from servers import AiosmtpdServer, LoopbackCA, PostfixServer, TLSAiosmtpdServer
 
 __all__: list[str] = []
 
@@ -51,19 +31,8 @@ MESSAGE = (
 )
 
 
-def connect(server: AiosmtpdServer | ScriptedServer, timeout: float = 5.0) -> smtplib.SMTP:
+def connect(server: AiosmtpdServer, timeout: float = 5.0) -> smtplib.SMTP:
     return smtplib.SMTP(server.host, server.port, local_hostname=CLIENT_NAME, timeout=timeout)
-
-
-def recv_line(sock: socket.socket) -> bytes:
-    # A test client's bounded line reader: at most 1000 single-byte reads.
-    line = b""
-    while not line.endswith(b"\n") and len(line) < 1000:
-        byte = sock.recv(1)
-        if not byte:
-            break
-        line += byte
-    return line
 
 
 # -- aiosmtpd ----------------------------------------------------------------------------
@@ -221,202 +190,6 @@ def _handshake(ca: LoopbackCA, server_hostname: str) -> str | None:
         return client_tls.version()
 
 
-# -- scripted server ---------------------------------------------------------------------
-
-GREETING = send(b"220 scripted ESMTP\r\n")
-EHLO_REPLY = send(b"250-scripted\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n")
-
-
-def test_scripted_server_round_trip_with_smtplib(scripted_server: ScriptedFactory) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO " + CLIENT_NAME.encode()),
-            EHLO_REPLY,
-            expect(b"MAIL FROM:<a@client.test>"),
-            send(b"250 2.1.0 ok\r\n"),
-            expect(b"RCPT TO:<b@example.test>"),
-            send(b"250 2.1.5 ok\r\n"),
-            expect(b"DATA"),
-            send(b"354 go\r\n"),
-            expect_data(),
-            send(b"250 2.0.0 queued\r\n"),
-            expect(b"QUIT"),
-            send(b"221 bye\r\n"),
-        ]
-    )
-    with connect(server) as client:
-        client.sendmail("a@client.test", ["b@example.test"], MESSAGE)
-    server.join()
-    assert server.data_bodies == [MESSAGE.replace(b"\r\n.", b"\r\n..")]
-    assert server.round_trips == 6
-    assert [len(group) for group in server.received_groups] == [1, 1, 1, 1, 1, 1]
-    assert server.unconsumed == b""
-
-
-def test_scripted_server_groups_what_arrives_between_replies(
-    scripted_server: ScriptedFactory,
-) -> None:
-    # A pipelining client: MAIL, RCPT, RCPT and BDAT LAST in one write, one reply batch.
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO"),
-            EHLO_REPLY,
-            expect(b"MAIL FROM:"),
-            expect_lines(2),
-            expect_bdat(),
-            send(b"250 ok\r\n250 ok\r\n250 ok\r\n250 queued\r\n"),
-            expect(b"BDAT 3"),
-            expect_bytes(3),
-            send_then_close(b"250 done\r\n"),
-        ]
-    )
-    batch = (
-        b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nBDAT 5 LAST\r\nhello"
-    )
-    with socket.create_connection(server.address, timeout=5) as sock:
-        assert recv_line(sock).startswith(b"220")
-        sock.sendall(b"EHLO client.test\r\n")
-        replies = [recv_line(sock) for _ in range(4)]
-        assert replies[-1] == b"250 8BITMIME\r\n"
-        sock.sendall(batch)
-        assert [recv_line(sock)[:3] for _ in range(4)] == [b"250"] * 4
-        sock.sendall(b"BDAT 3\r\nabc")
-        assert recv_line(sock) == b"250 done\r\n"
-        assert recv_line(sock) == b""  # the server closed
-    server.join()
-    assert server.round_trips == 3
-    assert server.received_groups[1] == [
-        b"MAIL FROM:<a@x.test>\r\n",
-        b"RCPT TO:<b@x.test>\r\n",
-        b"RCPT TO:<c@x.test>\r\n",
-        b"BDAT 5 LAST\r\n",
-        b"hello",
-    ]
-    assert server.bdat_chunks == [(b"hello", True)]
-    assert server.chunks == [b"hello", b"abc"]
-    assert server.transcript[0] == ("S", b"220 scripted ESMTP\r\n")
-
-
-def test_scripted_server_surfaces_a_wrong_line(scripted_server: ScriptedFactory) -> None:
-    server = scripted_server([GREETING, expect(b"HELO"), send(b"250 ok\r\n")])
-    with connect(server) as client, pytest.raises(smtplib.SMTPServerDisconnected):
-        client.ehlo()
-    with pytest.raises(AssertionError, match="expected a line starting with b'HELO'"):
-        server.join()
-    server.join()  # raised once; a second join (and the teardown) is quiet
-
-
-def test_scripted_server_surfaces_a_timeout(scripted_server: ScriptedFactory) -> None:
-    server = scripted_server([GREETING, expect(b"EHLO")], timeout=0.3)
-    with socket.create_connection(server.address, timeout=5) as sock:
-        assert recv_line(sock).startswith(b"220")
-        with pytest.raises(TimeoutError, match="waiting for a line"):
-            server.join()
-
-
-def test_scripted_server_reports_a_script_the_test_left_unfinished() -> None:
-    server = ScriptedServer([GREETING, expect(b"EHLO")]).start()
-    with socket.create_connection(server.address, timeout=5) as sock:
-        assert recv_line(sock).startswith(b"220")
-        started = time.monotonic()
-        with pytest.raises(AssertionError, match="still at step 1"):
-            server.stop(grace=0.1)
-        assert time.monotonic() - started < 2
-
-
-def test_scripted_server_reports_no_client() -> None:
-    server = ScriptedServer([GREETING], timeout=0.2).start()
-    with pytest.raises(TimeoutError, match="no client connected"):
-        server.join()
-    server.stop()
-
-
-def test_scripted_server_refuses_bare_lf(scripted_server: ScriptedFactory) -> None:
-    server = scripted_server([GREETING, expect(b"EHLO")])
-    with socket.create_connection(server.address, timeout=5) as sock:
-        recv_line(sock)
-        sock.sendall(b"EHLO x\n")
-        with pytest.raises(AssertionError, match="bare LF"):
-            server.join()
-
-
-def test_scripted_server_starttls(scripted_server: ScriptedFactory, trust_ca: LoopbackCA) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO"),
-            send(b"250-scripted\r\n250 STARTTLS\r\n"),
-            expect(b"STARTTLS"),
-            send(b"220 go ahead\r\n"),
-            starttls(trust_ca.server_context()),
-            expect(b"EHLO"),
-            send(b"250 scripted\r\n"),
-            expect(b"QUIT"),
-            send(b"221 bye\r\n"),
-        ]
-    )
-    with connect(server) as client:
-        client.starttls(context=trust_ca.client_context())
-        assert client.ehlo()[0] == 250
-    server.join()
-    assert server.lines[-2:] == [b"ehlo client.test\r\n", b"QUIT\r\n"]  # smtplib spelling
-
-
-def test_scripted_server_implicit_tls_failure_is_tolerated_on_request(
-    scripted_server: ScriptedFactory, trust_ca: LoopbackCA
-) -> None:
-    server = scripted_server([starttls(trust_ca.server_context(), allow_failure=True), GREETING])
-    untrusting = ssl.create_default_context(cafile=None)
-    with (
-        socket.create_connection(server.address, timeout=5) as sock,
-        pytest.raises(ssl.SSLCertVerificationError),
-    ):
-        untrusting.wrap_socket(sock, server_hostname="localhost")
-    server.join()
-    assert server.tls_error is not None
-
-
-def test_scripted_server_silence_close_and_drip(scripted_server: ScriptedFactory) -> None:
-    server = scripted_server(
-        [drip(b"220 slow\r\n", 0.001), expect_silence(0.1), sleep(0.01), expect_close()]
-    )
-    with socket.create_connection(server.address, timeout=5) as sock:
-        assert recv_line(sock) == b"220 slow\r\n"
-        time.sleep(0.15)
-        sock.sendall(b"QUIT\r\n")
-    server.join()
-    assert server.peer_closed
-    assert server.received_groups == [[b"QUIT\r\n"]]
-
-
-def test_scripted_server_notices_a_client_that_does_not_wait(
-    scripted_server: ScriptedFactory,
-) -> None:
-    server = scripted_server([GREETING, expect(b"DATA"), expect_silence(2)])
-    with socket.create_connection(server.address, timeout=5) as sock:
-        recv_line(sock)
-        sock.sendall(b"DATA\r\nSubject: early\r\n")
-        with pytest.raises(AssertionError, match="should have waited"):
-            server.join()
-
-
-def test_scripted_server_reset_and_close(scripted_server: ScriptedFactory) -> None:
-    resetting = scripted_server([GREETING, expect(b"EHLO"), reset()])
-    closing = scripted_server([send(b"554 go away\r\n"), close(), close()])
-    with socket.create_connection(resetting.address, timeout=5) as sock:
-        recv_line(sock)
-        sock.sendall(b"EHLO x\r\n")
-        resetting.join()
-        with pytest.raises(ConnectionResetError):
-            sock.recv(10)
-    with socket.create_connection(closing.address, timeout=5) as sock:
-        assert recv_line(sock) == b"554 go away\r\n"
-        assert sock.recv(10) == b""
-    closing.join()
-
-
 # -- Postfix -----------------------------------------------------------------------------
 
 
@@ -502,14 +275,10 @@ def test_postfix_wait_is_bounded(postfix: PostfixServer) -> None:
 
 
 def test_servers_listen_on_ipv6_loopback_and_nowhere_else(
-    scripted_server: ScriptedFactory, aiosmtpd_factory: AiosmtpdFactory
+    aiosmtpd_factory: AiosmtpdFactory,
 ) -> None:
-    scripted = scripted_server([send(b"220 v6\r\n")], host="::1")
     aiosmtpd = aiosmtpd_factory(host="::1")
-    with socket.create_connection(scripted.address, timeout=5) as sock:
-        assert recv_line(sock) == b"220 v6\r\n"
-    scripted.join()
     with smtplib.SMTP("::1", aiosmtpd.port, local_hostname=CLIENT_NAME, timeout=5) as client:
         assert client.noop()[0] == 250
     with pytest.raises(ValueError, match="or ::1 only"):
-        ScriptedServer([], host="0.0.0.0")
+        AiosmtpdServer(host="0.0.0.0")

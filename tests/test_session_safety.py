@@ -1,22 +1,21 @@
 """The session's safety promises, each pinned by a regression test on the core alone.
 
-A small driver plays the transport: it answers each request of a procedure from
-a script of server bytes (or errors to throw in) and records what the client
-wrote. Each test names the failure it guards against: success only on the codes
-a command's rule lists, a reply only for a command sent before it arrived, every
-protocol violation fatal, the outcome unknown once content is out, results kept
-when a batch ends early, escaped server text, the TLS handshake's own deadline,
-and AUTH over verified TLS however TLS began.
+smtpbee.testing's procedure driver plays the transport: it answers each request of
+a procedure from a scripted server (a handler table; a stall is a timeout, a reset
+a lost connection, on a virtual clock) and records what the client wrote. Each test
+names the failure it guards against: success only on the codes a command's rule
+lists, a reply only for a command sent before it arrived, every protocol violation
+fatal, the outcome unknown once content is out, results kept when a batch ends
+early, escaped server text, the TLS handshake's own deadline, and AUTH over
+verified TLS however TLS began.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from drivers import Script
 from smtpbee import (
     NEED_DATA,
     AuthenticationIncomplete,
@@ -40,9 +39,9 @@ from smtpbee import (
     Noop,
     OutcomeUnknownError,
     Phase,
+    Poll,
     Quit,
     Rcpt,
-    Read,
     RemoteProtocolError,
     SendResult,
     SMTPTimeoutError,
@@ -56,19 +55,58 @@ from smtpbee import (
     Vrfy,
 )
 from smtpbee._commands import Auth, AuthCancel
+from smtpbee.testing import (
+    DEFAULT,
+    Handler,
+    ProcedureDriver,
+    ScriptedServer,
+    close,
+    replies,
+    reply,
+    reset,
+    stall,
+    start_tls,
+)
 
 GREETING = b"220 mx.test ESMTP\r\n"
 EHLO_AUTH = b"250-mx.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"
-EHLO_TLS = b"250-mx.test\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN XOAUTH2\r\n"
-EHLO_CHUNKING = b"250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+AUTH = ["PIPELINING", "STARTTLS", "AUTH PLAIN LOGIN"]
+TLS = ["PIPELINING", "AUTH PLAIN LOGIN XOAUTH2"]
+CHUNKING = ["PIPELINING", "CHUNKING"]
 BODY = b"Subject: s\r\n\r\nbody\r\n"
 
 
-def opened(ehlo: bytes = EHLO_AUTH, tls: TLSMode = TLSMode.NONE, **kwargs: Any) -> ClientSession:
+def server(
+    handlers: dict[str, Handler] | None = None,
+    extensions: list[str] = AUTH,
+    *,
+    tls: Any = "starttls",
+    tls_verified: bool = True,
+) -> ProcedureDriver:
+    """A driver for a scripted mx.test offering ``extensions`` (user/secret may log in)."""
+    scripted = ScriptedServer(
+        handlers,
+        greeting=GREETING,
+        hostname="mx.test",
+        extensions=extensions,
+        tls=tls,
+        users={"user": "secret"},
+    )
+    return scripted.driver(tls_verified=tls_verified)
+
+
+def opened(
+    handlers: dict[str, Handler] | None = None,
+    extensions: list[str] = AUTH,
+    tls: TLSMode = TLSMode.NONE,
+    **kwargs: Any,
+) -> tuple[ClientSession, ProcedureDriver]:
+    """A session opened against mx.test; the driver's record starts after the opening."""
     session = ClientSession(local_hostname="client.test", tls=tls, **kwargs)
-    reads: list[bytes | BaseException] = [GREETING, ehlo]
-    Script(reads=reads).run(session.open())
-    return session
+    wire = server(handlers, extensions)
+    wire.run(session.open())
+    wire.requests.clear()
+    return session, wire
 
 
 def connection(ehlo: bytes = EHLO_AUTH) -> Connection:
@@ -87,19 +125,21 @@ def connection(ehlo: bytes = EHLO_AUTH) -> Connection:
 
 def test_implicit_tls_handshakes_first_and_auth_then_goes_ahead() -> None:
     session = ClientSession(local_hostname="client.test", tls=TLSMode.IMPLICIT)
-    wire = Script(reads=[GREETING, EHLO_TLS])
+    wire = server(extensions=TLS, tls="implicit")
     wire.run(session.open())
     assert isinstance(wire.requests[0], UpgradeTLS)
     assert session.tls_verified and session.conn.tls_active
-    login = Script(reads=[b"235 2.7.0 ok\r\n"])
-    assert login.run(session.login("user", "secret")).code == 235
-    assert login.written.startswith(b"AUTH PLAIN ")
+    wire.requests.clear()
+    assert wire.run(session.login("user", "secret")).code == 235
+    assert wire.written.startswith(b"AUTH PLAIN ")
+    assert all(entry.tls for entry in wire.transcript)
 
 
 def test_auth_over_unverified_implicit_tls_is_refused_with_the_reason() -> None:
     session = ClientSession(local_hostname="client.test", tls=TLSMode.IMPLICIT)
-    Script(reads=[GREETING, EHLO_TLS], tls_verified=False).run(session.open())
-    wire = Script()
+    wire = server(extensions=TLS, tls="implicit", tls_verified=False)
+    wire.run(session.open())
+    wire.requests.clear()
     with pytest.raises(InsecureAuthenticationError, match="not verified") as caught:
         wire.run(session.login("user", "secret"))
     assert caught.value.over == "unverified TLS"
@@ -110,33 +150,19 @@ def test_auth_over_unverified_implicit_tls_is_refused_with_the_reason() -> None:
 def test_the_tls_handshake_has_its_own_deadline() -> None:
     timeouts = Timeouts(tls_handshake=7.5)
     session = ClientSession(local_hostname="c.test", tls=TLSMode.IMPLICIT, timeouts=timeouts)
-    wire = Script(reads=[GREETING, EHLO_TLS])
+    wire = server(extensions=TLS, tls="implicit")
     wire.run(session.open())
     assert wire.requests[0] == UpgradeTLS(7.5)
 
 
 def test_a_failed_handshake_ends_the_session() -> None:
     session = ClientSession(local_hostname="c.test", tls=TLSMode.STARTTLS)
-    proc = session.open()
-    wire = Script(reads=[GREETING, EHLO_AUTH, b"220 go\r\n"])
-    requests = list(_until(proc, wire, UpgradeTLS))
-    assert isinstance(requests[-1], UpgradeTLS)
-    with pytest.raises(SMTPTimeoutError):
-        proc.throw(SMTPTimeoutError("the handshake stalled"))
+    # 220 to STARTTLS, then the server never takes part in the handshake.
+    wire = server({"STARTTLS": ["220 go", stall()]})
+    with pytest.raises(SMTPTimeoutError, match="TLS handshake"):
+        wire.run(session.open())
+    assert isinstance(wire.requests[-1], UpgradeTLS)
     assert session.conn.state is State.ERROR
-
-
-def _until(proc: Any, wire: Script, kind: type) -> Iterable[Any]:
-    """Serve proc from wire until it asks for a request of type kind; yield each request."""
-    result: Any = None
-    while True:
-        request = proc.send(result)
-        yield request
-        if isinstance(request, kind):
-            return
-        result = None
-        if isinstance(request, Read):
-            result = wire.reads.pop(0)
 
 
 # ----------------------------------------------------------------------------
@@ -145,7 +171,7 @@ def _until(proc: Any, wire: Script, kind: type) -> Iterable[Any]:
 
 def test_221_to_starttls_never_starts_a_handshake() -> None:
     session = ClientSession(local_hostname="client.test", tls=TLSMode.STARTTLS)
-    wire = Script(reads=[GREETING, EHLO_AUTH, b"221 2.0.0 bye\r\n"])
+    wire = server({"STARTTLS": "221 2.0.0 bye"})
     with pytest.raises(TransientReplyError, match="service closing"):
         wire.run(session.open())
     assert not any(isinstance(r, UpgradeTLS) for r in wire.requests)
@@ -234,9 +260,10 @@ def test_replies_pushed_after_the_handshake_are_found_before_ehlo() -> None:
     # The server pushes an EHLO answer and a 235 before the client's EHLO.
     pushed = b"250-x\r\n250 AUTH PLAIN\r\n235 2.7.0 ok\r\n"
     session = ClientSession(local_hostname="client.test", tls=TLSMode.STARTTLS)
-    wire = Script(reads=[GREETING, EHLO_AUTH, b"220 go\r\n", pushed], polls=[None, None, pushed])
+    wire = server({"STARTTLS": ["220 go", start_tls(), pushed]})
     with pytest.raises(RemoteProtocolError, match="nothing asked for"):
         wire.run(session.open())
+    assert isinstance(wire.requests[-1], Poll)
     assert wire.written.count(b"EHLO") == 1  # only the one before STARTTLS
     assert session.conn.state is State.ERROR
 
@@ -246,8 +273,9 @@ def test_replies_pushed_with_the_ehlo_answer_never_answer_auth() -> None:
     # found when AUTH would be sent, and AUTH is never written.
     session = ClientSession(local_hostname="client.test", tls=TLSMode.STARTTLS)
     pushed = b"250-x\r\n250 AUTH PLAIN\r\n235 2.7.0 ok\r\n"
-    Script(reads=[GREETING, EHLO_AUTH, b"220 go\r\n", pushed]).run(session.open())
-    wire = Script()
+    wire = server({"EHLO": replies(DEFAULT, pushed)})
+    wire.run(session.open())
+    wire.requests.clear()
     with pytest.raises(RemoteProtocolError, match="nothing asked for"):
         wire.run(session.login("user", "secret"))
     assert b"AUTH" not in wire.written
@@ -256,8 +284,7 @@ def test_replies_pushed_with_the_ehlo_answer_never_answer_auth() -> None:
 
 
 def test_a_prompt_and_a_235_in_one_read_never_authenticate() -> None:
-    session = opened(tls=TLSMode.NONE)
-    wire = Script(reads=[b"334 VXNlcm5hbWU6\r\n235 2.7.0 ok\r\n"])
+    session, wire = opened({"AUTH": b"334 VXNlcm5hbWU6\r\n235 2.7.0 ok\r\n"})
     with pytest.raises(RemoteProtocolError):
         wire.run(session.login("user", "secret", mechanism="LOGIN", allow_insecure=True))
     assert session.conn.state is State.ERROR
@@ -269,19 +296,18 @@ def test_a_prompt_and_a_235_in_one_read_never_authenticate() -> None:
 
 
 def test_a_235_before_login_is_done_ends_the_session() -> None:
-    session = opened(tls=TLSMode.NONE)
-    wire = Script(reads=[b"334 VXNlcm5hbWU6\r\n", b"235 2.7.0 ok\r\n"])
+    session, wire = opened({"AUTH": replies("334 VXNlcm5hbWU6", "235 2.7.0 ok")})
     with pytest.raises(AuthenticationIncomplete):
         wire.run(session.login("user", "secret", mechanism="LOGIN", allow_insecure=True))
     assert session.conn.state is State.ERROR
     with pytest.raises(LocalProtocolError):
-        Script(body=[BODY]).run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo()))
+        wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo()), [BODY])
+    assert b"MAIL" not in wire.written
 
 
 def test_a_235_after_an_xoauth2_error_challenge_ends_the_session() -> None:
-    session = opened(ehlo=EHLO_TLS, tls=TLSMode.NONE)
     error = base64.b64encode(b'{"status":"401"}')
-    wire = Script(reads=[b"334 " + error + b"\r\n", b"235 2.7.0 ok\r\n"])
+    session, wire = opened({"AUTH": replies(b"334 " + error + b"\r\n", "235 2.7.0 ok")}, TLS)
     from smtpbee import XOAuth2
 
     with pytest.raises(AuthenticationIncomplete):
@@ -294,27 +320,26 @@ def test_a_235_after_an_xoauth2_error_challenge_ends_the_session() -> None:
 
 
 def test_a_drop_while_the_mail_reply_of_a_chunked_group_is_awaited_is_outcome_unknown() -> None:
-    session = opened(ehlo=EHLO_CHUNKING)
-    wire = Script(reads=[ConnectionLostError("reset")], body=[BODY])
+    # The MAIL, RCPT and BDAT group arrives whole; the server resets at MAIL.
+    session, wire = opened({"MAIL": reset()}, CHUNKING)
     with pytest.raises(OutcomeUnknownError) as caught:
-        wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)))
+        wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)), [BODY])
     assert b"BDAT" in wire.written and BODY in wire.written
     assert isinstance(caught.value.__cause__, ConnectionLostError)
     assert session.conn.state is State.ERROR
 
 
 def test_a_timeout_on_a_rcpt_reply_after_the_content_is_outcome_unknown() -> None:
-    session = opened(ehlo=EHLO_CHUNKING)
-    wire = Script(reads=[b"250 ok\r\n", SMTPTimeoutError("slow")], body=[BODY])
+    # The MAIL reply comes; the server says no more.
+    session, wire = opened({"RCPT": stall()}, CHUNKING)
     with pytest.raises(OutcomeUnknownError):
-        wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)))
+        wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)), [BODY])
 
 
 def test_a_drop_before_any_content_is_a_lost_connection() -> None:
-    session = opened()
-    wire = Script(reads=[ConnectionLostError("reset")], body=[BODY])
+    session, wire = opened({"MAIL": reset()})
     with pytest.raises(ConnectionLostError) as caught:
-        wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)))
+        wire.run(session.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.of_bytes(BODY)), [BODY])
     assert not isinstance(caught.value, OutcomeUnknownError)
 
 
@@ -327,29 +352,25 @@ def job(recipient: str) -> MailJob:
 
 
 def test_a_421_in_a_batch_keeps_the_settled_results() -> None:
-    session = opened()
-    wire = Script(
-        reads=[
-            b"250 ok\r\n250 ok\r\n354 go\r\n",
-            b"250 queued 1\r\n421 4.3.2 closing\r\n",
-        ],
-        body=[BODY, b"", BODY, b"", BODY, b""],
+    # Message 1 is queued; the second MAIL gets 421 and the server closes.
+    session, wire = opened({"MAIL": replies(DEFAULT, [reply(421, "4.3.2 closing"), close()])})
+    results = wire.run(
+        session.send_batch([job("b@x.test"), job("c@x.test"), job("d@x.test")]),
+        [BODY, b"", BODY, b"", BODY, b""],
     )
-    results = wire.run(session.send_batch([job("b@x.test"), job("c@x.test"), job("d@x.test")]))
     assert isinstance(results[0], SendResult) and results[0].data is not None
     assert results[0].data.code == 250
     assert isinstance(results[1], TransientReplyError) and results[1].code == 421
     assert isinstance(results[2], TransientReplyError)
     assert len(results) == 3
+    assert [m.recipients for m in wire.messages] == [("b@x.test",)]
 
 
 def test_a_drop_in_a_batch_after_the_content_marks_that_message_unknown() -> None:
-    session = opened()
-    wire = Script(
-        reads=[b"250 ok\r\n250 ok\r\n354 go\r\n", ConnectionLostError("reset")],
-        body=[BODY, b"", BODY, b""],
+    session, wire = opened({"MESSAGE": reset()})
+    results = wire.run(
+        session.send_batch([job("b@x.test"), job("c@x.test")]), [BODY, b"", BODY, b""]
     )
-    results = wire.run(session.send_batch([job("b@x.test"), job("c@x.test")]))
     assert isinstance(results[0], OutcomeUnknownError)
     assert isinstance(results[1], ConnectionLostError)
     assert not isinstance(results[1], OutcomeUnknownError)
@@ -391,17 +412,17 @@ def test_vrfy_smtputf8_needs_the_server_to_offer_it() -> None:
 
 
 def test_a_wrong_mail_option_is_refused_and_the_session_goes_on() -> None:
-    session = opened()
-    wire = Script(body=[BODY])
+    session, wire = opened()
     with pytest.raises(InvalidInputError, match=r"'RET'.*: the keys are auth, body"):
         wire.run(
             session.sendmail(
                 "a@x.test", ["b@x.test"], body=BodyInfo(), mail_options={"RET": "HDRS"}
-            )
+            ),
+            [BODY],
         )
     assert wire.written == b""
     assert session.conn.state is State.READY
-    assert Script(reads=[b"250 ok\r\n"]).run(session.noop()).code == 250
+    assert wire.run(session.noop()).code == 250
 
 
 # ----------------------------------------------------------------------------
@@ -416,7 +437,7 @@ def test_transcripts_escape_what_the_server_wrote() -> None:
         transcript=lambda direction, line: lines.append(f"{direction}: {line}"),
     )
     hostile = b"220 mx\x1b[2J\x1b[1A\rC: AUTH PLAIN c2VjcmV0\x9b31m\r\n"
-    Script(reads=[hostile, EHLO_AUTH]).run(session.open())
+    ScriptedServer({"EHLO": EHLO_AUTH}, greeting=hostile).driver().run(session.open())
     shown = "\n".join(lines)
     assert "\x1b" not in shown and "\r" not in shown and "\x9b" not in shown
     assert r"\x1b[2J" in shown and r"\rC: AUTH" in shown
@@ -430,10 +451,10 @@ def test_phase_of_the_tls_handshake() -> None:
 def test_a_scram_235_without_the_server_signature_ends_the_session() -> None:
     from smtpbee import ScramSHA256
 
-    session = opened(ehlo=b"250-mx.test\r\n250 AUTH SCRAM-SHA-256\r\n", tls=TLSMode.NONE)
     salt = base64.b64encode(b"salty").decode()
     first = base64.b64encode(f"r=fixednonceSERVER,s={salt},i=4096".encode())
-    wire = Script(reads=[b"334 " + first + b"\r\n", b"235 2.7.0 welcome\r\n"])
+    auth = replies(b"334 " + first + b"\r\n", "235 2.7.0 welcome")
+    session, wire = opened({"AUTH": auth}, ["AUTH SCRAM-SHA-256"])
     mechanism = ScramSHA256("user", "pencil", nonce="fixednonce")
     with pytest.raises(AuthenticationIncomplete):
         wire.run(session.authenticate(mechanism, allow_insecure=True))
@@ -489,21 +510,16 @@ def test_content_that_is_not_message_data_is_refused() -> None:
 
 
 def test_a_batch_job_refused_locally_lets_the_previous_one_end() -> None:
-    session = opened(ehlo=b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100\r\n")
+    session, wire = opened(extensions=["PIPELINING", "SIZE 100"])
     big = MailJob(sender="a@x.test", recipients=["c@x.test"], body=BodyInfo(size=1000))
-    wire = Script(
-        reads=[
-            b"250 ok\r\n250 ok\r\n354 go\r\n",
-            b"250 queued 1\r\n",
-            b"250 ok\r\n250 ok\r\n354 go\r\n",
-            b"250 queued 3\r\n",
-        ],
-        body=[BODY, b"", b"x" * 1000, b"", BODY, b""],
+    results = wire.run(
+        session.send_batch([job("b@x.test"), big, job("d@x.test")]),
+        [BODY, b"", b"x" * 1000, b"", BODY, b""],
     )
-    results = wire.run(session.send_batch([job("b@x.test"), big, job("d@x.test")]))
     assert isinstance(results[0], SendResult) and isinstance(results[2], SendResult)
     assert isinstance(results[1], MessageTooLargeError)
     assert b"c@x.test" not in wire.written and wire.written.count(b"\r\n.\r\n") == 2
+    assert [m.recipients for m in wire.messages] == [("b@x.test",), ("d@x.test",)]
 
 
 def test_reply_classes() -> None:
@@ -515,25 +531,19 @@ def test_reply_classes() -> None:
 
 
 def test_a_421_in_a_lockstep_batch_keeps_the_settled_results() -> None:
-    session = opened(ehlo=b"250-mx.test\r\n250 8BITMIME\r\n")
-    wire = Script(
-        reads=[b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 queued\r\n", b"421 bye\r\n"],
-        body=[BODY, b"", BODY, b""],
+    session, wire = opened({"MAIL": replies(DEFAULT, "421 bye")}, ["8BITMIME"])
+    results = wire.run(
+        session.send_batch([job("b@x.test"), job("c@x.test")]), [BODY, b"", BODY, b""]
     )
-    results = wire.run(session.send_batch([job("b@x.test"), job("c@x.test")]))
     assert isinstance(results[0], SendResult)
     assert isinstance(results[1], TransientReplyError) and results[1].code == 421
     assert session.conn.state is State.CLOSING
 
 
 def test_the_first_batch_job_refused_locally_sends_nothing() -> None:
-    session = opened(ehlo=b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100\r\n")
+    session, wire = opened(extensions=["PIPELINING", "SIZE 100"])
     big = MailJob(sender="a@x.test", recipients=["c@x.test"], body=BodyInfo(size=1000))
-    wire = Script(
-        reads=[b"250 ok\r\n250 ok\r\n354 go\r\n", b"250 queued\r\n"],
-        body=[b"x" * 1000, b"", BODY, b""],
-    )
-    results = wire.run(session.send_batch([big, job("d@x.test")]))
+    results = wire.run(session.send_batch([big, job("d@x.test")]), [b"x" * 1000, b"", BODY, b""])
     assert isinstance(results[0], MessageTooLargeError)
     assert isinstance(results[1], SendResult)
     assert wire.written.count(b"MAIL FROM") == 1

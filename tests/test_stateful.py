@@ -1,7 +1,8 @@
 # tests/test_stateful
 #
-# A hypothesis state machine drives a Connection against the in-memory model
-# server (tests/model_server.py): random sequences of every kind of command,
+# A hypothesis state machine drives a Connection against a scripted server of
+# smtpbee.testing used without I/O (its ServerSession: bytes in, bytes out):
+# random sequences of every kind of command,
 # alone or pipelined, with the server sometimes refusing, and sometimes sloppy
 # (answering with a code that is not the command's success, like aiosmtpd's
 # 250 to HELP). After each exchange the connection must agree with what the
@@ -14,11 +15,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from model_server import ModelServer
 from smtpbee._commands import (
     Bdat,
     Command,
@@ -44,9 +46,26 @@ from smtpbee._events import (
     GreetingReceived,
     ReplyReceived,
 )
+from smtpbee._replies import Reply
 from smtpbee._state import State, Verb
+from smtpbee.testing import DEFAULT, Inject, Response, ScriptedServer, ServerSession
+from smtpbee.testing import Command as ServerCommand
 
 __all__: list[str] = []
+
+_EXTENSIONS = (
+    "PIPELINING",
+    "SIZE 10000000",
+    "8BITMIME",
+    "SMTPUTF8",
+    "ENHANCEDSTATUSCODES",
+    "CHUNKING",
+    "DSN",
+    "STARTTLS",
+    "AUTH PLAIN LOGIN",
+)
+_VERBS = ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "MESSAGE", "RSET", "NOOP", "VRFY",
+          "HELP", "QUIT")  # fmt: skip
 
 _RECIPIENTS = ("ann@example.test", "bob@example.test", "refused@example.test")
 _BODIES = (b"Subject: hi\r\n\r\nhello\r\n", b".dot\n..two\r\n.", b"")
@@ -123,14 +142,40 @@ def reply_codes(replies: bytes) -> list[int]:
 class SessionMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.server = ModelServer(refuse_recipients={"refused@example.test"})
+        # The server's behaviour follows these flags, which the rules set.
+        self.refuse_ehlo = False
+        self.refuse_content = False
+        self.recode: int | None = None
+        handlers = dict.fromkeys(_VERBS, self.answer)
+        self.server = ScriptedServer(handlers, hostname="model.test", extensions=_EXTENSIONS)
+        self.session = self.server.session()
         self.conn = Connection()
         self.expected = State.GREETING
-        self.conn.receive_data(self.server.start())
+        greeting = b"".join(o.data for o in self.session.start() if isinstance(o, Inject))
+        self.conn.receive_data(greeting)
         event = self.conn.next_event()
         assert isinstance(event, GreetingReceived)
         self.expected = State.CONNECTED
         self.exchanges = 0
+
+    def answer(self, command: ServerCommand, session: ServerSession) -> Response:
+        """A well-behaved server, refusing on demand, sometimes sloppy (``recode``)."""
+        response: Response = DEFAULT
+        if command.verb == "EHLO" and self.refuse_ehlo:
+            response = "502 5.5.2 EHLO not understood"
+        elif command.verb == "RCPT" and command.address == "refused@example.test":
+            response = "550 5.1.1 <refused@example.test>: Recipient address rejected"
+        elif command.verb == "MESSAGE" and self.refuse_content:
+            response = "554 5.6.0 Message refused"
+        if response is DEFAULT:
+            response = session.default(command)
+        code, self.recode = self.recode, None
+        # A sloppy server: this positive (2xx/3xx) reply goes out with another code
+        # (e.g. aiosmtpd's 250 to HELP). Used once, then cleared.
+        items: list[Response] = list(response) if isinstance(response, list) else [response]
+        if code is not None and isinstance(items[0], Reply) and items[0].code < 400:
+            items[0] = replace(items[0], code=code)
+        return items
 
     # -- the one way commands go out ------------------------------------
 
@@ -149,7 +194,7 @@ class SessionMachine(RuleBasedStateMachine):
         # MessageData has no reply of its own: EndOfData carries the content's.
         answered = [c for c in commands if not isinstance(c, MessageData)]
         assert conn.pending == tuple(answered)
-        replies = self.server.feed(wire)
+        replies = self.session.feed(wire)
         codes = reply_codes(replies)
         assert len(codes) == len(answered)
         conn.receive_data(replies)
@@ -181,7 +226,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     @rule(refuse=st.booleans())
     def ehlo(self, refuse: bool) -> None:
-        self.server.refuse_ehlo = refuse
+        self.refuse_ehlo = refuse
         self.exchange([Ehlo("client.test")])
 
     @rule()
@@ -198,12 +243,12 @@ class SessionMachine(RuleBasedStateMachine):
 
     @rule(body=st.sampled_from(_BODIES), refuse=st.booleans())
     def data(self, body: bytes, refuse: bool) -> None:
-        self.server.refuse_content = refuse
+        self.refuse_content = refuse
         self.exchange([Data()])
         if self.conn.state is State.DATA:
-            before = len(self.server.delivered)
+            before = len(self.session.messages)
             self.exchange([MessageData(body), EndOfData()])
-            assert len(self.server.delivered) == before + (not refuse)
+            assert len(self.session.messages) == before + (not refuse)
 
     @rule(body=st.sampled_from(_BODIES), last=st.booleans())
     def bdat(self, body: bytes, last: bool) -> None:
@@ -231,9 +276,9 @@ class SessionMachine(RuleBasedStateMachine):
     )
     def sloppy_reply(self, code: int, command: Command) -> None:
         # The server answers this command (if it goes ahead with it) with code.
-        self.server.recode = code
+        self.recode = code
         self.exchange([command])
-        self.server.recode = None
+        self.recode = None
 
     @rule(roll=st.integers(0, 3))
     def quit(self, roll: int) -> None:
@@ -278,7 +323,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def delivered_mail_went_to_accepted_recipients(self) -> None:
-        for delivered in self.server.delivered:
+        for delivered in self.session.messages:
             assert delivered.recipients
             assert "refused@example.test" not in delivered.recipients
 

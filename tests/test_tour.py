@@ -160,17 +160,17 @@ def test_the_tour_server_speaks_enough_smtp(tmp_path: Path) -> None:
         b"220-",
         b"220 ",
         b"250 ",
-        b"503 ",
+        b"503 ",  # RCPT before MAIL
         b"501 ",
-        b"554 ",
+        b"503 ",  # DATA before MAIL
         b"250 ",
         b"501 ",
-        b"554 ",
+        b"554 ",  # DATA without a valid recipient
         b"250 ",
         b"250 ",
         b"214-",
         b"214 ",
-        b"500 ",
+        b"252 ",  # VRFY: no answer, but mail would be tried
         b"221 ",
     ]
     assert f"250 {DOMAIN}".encode() in transcript

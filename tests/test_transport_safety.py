@@ -16,19 +16,7 @@ from typing import Any
 import anyio
 import pytest
 from flavours import ALICE, Flavour, finished
-from servers import (
-    AiosmtpdServer,
-    LoopbackCA,
-    TLSAiosmtpdServer,
-    close,
-    expect,
-    expect_bdat,
-    expect_close,
-    expect_data,
-    send,
-    sleep,
-    starttls,
-)
+from servers import AiosmtpdServer, LoopbackCA, TLSAiosmtpdServer
 from smtpbee import (
     AuthenticationIncomplete,
     InsecureAuthenticationError,
@@ -40,27 +28,27 @@ from smtpbee import (
     SMTPTimeoutError,
     TransientReplyError,
 )
+from smtpbee.testing import DEFAULT, ThreadedServer, close, pause, replies, reply, stall, start_tls
 from smtpbee.transports import transcript_to
 
-GREETING = send(b"220 scripted.test ESMTP\r\n")
-STARTTLS_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n"
-AUTH_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250 AUTH LOGIN PLAIN\r\n"
-CHUNKING_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
-PIPELINING_EHLO = b"250-scripted.test\r\n250 PIPELINING\r\n"
+STARTTLS = ["PIPELINING", "STARTTLS"]
+AUTH = ["PIPELINING", "AUTH LOGIN PLAIN"]
+CHUNKING = ["PIPELINING", "CHUNKING"]
+PIPELINING = ["PIPELINING"]
 BODY = b"Subject: s\r\n\r\nbody\r\n"
+
+
+def serve(scripted_server: Any, handlers: dict[str, Any], extensions: list[str], **kw: Any) -> Any:
+    """A scripted server named scripted.test whose EHLO offers exactly ``extensions``."""
+    return scripted_server(handlers, hostname="scripted.test", extensions=extensions, **kw)
 
 
 def client_of(flavour: Flavour, server: Any, **kwargs: Any) -> Any:
     return flavour.client(host=server.host, port=server.port, **kwargs)
 
 
-def up_to_starttls(answer: bytes) -> list[Any]:
-    """Greeting, EHLO offering STARTTLS, and this answer to the STARTTLS."""
-    return [GREETING, expect(b"EHLO "), send(STARTTLS_EHLO), expect(b"STARTTLS"), send(answer)]
-
-
-def received(server: Any) -> bytes:
-    return b"".join(data for direction, data in server.transcript if direction == "C")
+def received(server: ThreadedServer) -> bytes:
+    return server.transcript.client()
 
 
 # ----------------------------------------------------------------------------
@@ -114,13 +102,13 @@ def test_a_socket_given_already_wrapped_is_implicit_verified_tls(
 
 @pytest.mark.anyio
 async def test_221_to_starttls_starts_no_handshake(flavour: Flavour, scripted_server: Any) -> None:
-    server = scripted_server([*up_to_starttls(b"221 2.0.0 bye\r\n"), expect_close()])
+    server = serve(scripted_server, {"STARTTLS": ["221 2.0.0 bye", stall()]}, STARTTLS)
     client = client_of(flavour, server, tls="starttls")
     with pytest.raises(TransientReplyError, match="221"):
         await client.connect()
     await client.close()
     await finished(server)
-    assert server.unconsumed == b""  # no ClientHello followed the 221
+    assert server.sessions[0].unparsed == b""  # no ClientHello followed the 221
     assert not client.usable
 
 
@@ -129,13 +117,12 @@ async def test_replies_pushed_after_the_handshake_never_answer_auth(
     flavour: Flavour, scripted_server: Any, trust_ca: LoopbackCA
 ) -> None:
     pushed = b"250-x\r\n250 AUTH PLAIN\r\n235 2.7.0 ok\r\n"
-    server = scripted_server(
-        [
-            *up_to_starttls(b"220 go\r\n"),
-            starttls(trust_ca.server_context()),
-            send(pushed),
-            expect_close(),
-        ]
+    server = serve(
+        scripted_server,
+        {"STARTTLS": ["220 go", start_tls(), pushed, stall()]},
+        STARTTLS,
+        tls="starttls",
+        tls_context=trust_ca.server_context(),
     )
     client = client_of(flavour, server, tls="starttls", ssl_context=trust_ca.client_context())
     with pytest.raises(RemoteProtocolError, match="nothing asked for"):
@@ -144,6 +131,7 @@ async def test_replies_pushed_after_the_handshake_never_answer_auth(
     await client.close()
     await finished(server)
     assert b"AUTH" not in received(server)
+    assert ("S", pushed, True) in server.transcript  # pushed under TLS, right after the handshake
     assert not client.usable
 
 
@@ -151,7 +139,7 @@ async def test_replies_pushed_after_the_handshake_never_answer_auth(
 async def test_a_stalled_handshake_times_out_on_its_own_deadline(
     flavour: Flavour, scripted_server: Any, trust_ca: LoopbackCA
 ) -> None:
-    server = scripted_server([*up_to_starttls(b"220 go\r\n"), sleep(5), close()])
+    server = serve(scripted_server, {"STARTTLS": ["220 go", pause(5), close()]}, STARTTLS)
     client = client_of(flavour, server, tls="starttls", ssl_context=trust_ca.client_context())
     client.inner.timeouts = client.inner.timeouts.__class__(tls_handshake=0.5)
     started = time.monotonic()
@@ -167,13 +155,13 @@ async def test_a_stalled_handshake_times_out_on_its_own_deadline(
 async def test_cancelling_connect_during_implicit_tls_leaves_it_closed(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server([sleep(3), close()])
+    server = scripted_server(greeting=[pause(3), close()])
     client = client_of(flavour, server, tls="implicit", server_hostname="localhost")
     with anyio.move_on_after(0.3):
         await client.connect()
     assert not client.usable
     assert not client.inner._connected
-    server.stop()
+    server.stop(grace=0)
 
 
 # ----------------------------------------------------------------------------
@@ -184,18 +172,9 @@ async def test_cancelling_connect_during_implicit_tls_leaves_it_closed(
 async def test_a_235_before_login_is_done_ends_the_session(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO "),
-            send(AUTH_EHLO),
-            expect(b"AUTH LOGIN"),
-            send(b"334 VXNlcm5hbWU6\r\n"),
-            expect(),
-            send(b"235 2.7.0 ok\r\n"),
-            expect_close(),
-        ]
-    )
+    # 334 to AUTH LOGIN, then 235 to the user name: before the password was asked for.
+    auth = replies("334 VXNlcm5hbWU6", ["235 2.7.0 ok", stall()])
+    server = serve(scripted_server, {"AUTH": auth}, AUTH)
     client = client_of(flavour, server)
     await client.connect()
     with pytest.raises(AuthenticationIncomplete):
@@ -206,6 +185,11 @@ async def test_a_235_before_login_is_done_ends_the_session(
     await client.close()
     await finished(server)
     assert b"MAIL" not in received(server)
+    assert [(c.verb, c.continuation) for c in server.commands] == [
+        ("EHLO", False),
+        ("AUTH", False),
+        ("AUTH", True),
+    ]
 
 
 # ----------------------------------------------------------------------------
@@ -216,46 +200,25 @@ async def test_a_235_before_login_is_done_ends_the_session(
 async def test_a_drop_after_a_chunked_group_is_outcome_unknown(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO "),
-            send(CHUNKING_EHLO),
-            expect(b"MAIL"),
-            expect(b"RCPT"),
-            expect_bdat(),
-            close(),
-        ]
-    )
+    # The MAIL, RCPT and BDAT LAST group arrives whole; the server closes without a word.
+    server = serve(scripted_server, {"MAIL": close()}, CHUNKING)
     client = client_of(flavour, server)
     await client.connect()
     with pytest.raises(OutcomeUnknownError):
         await client.sendmail("a@x.test", ["b@x.test"], BODY)
     await client.close()
     await finished(server)
+    assert server.transcript.rounds()[1][0] == b"MAIL FROM:<a@x.test>\r\n"
+    assert server.sessions[0].unparsed.endswith(b"BDAT 20 LAST\r\n" + BODY)
 
 
 @pytest.mark.anyio
 async def test_a_421_in_a_batch_keeps_what_was_settled(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO "),
-            send(PIPELINING_EHLO),
-            expect(b"MAIL"),
-            expect(b"RCPT"),
-            expect(b"DATA"),
-            send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
-            expect_data(),
-            expect(b"MAIL"),
-            expect(b"RCPT"),
-            expect(b"DATA"),
-            send(b"250 2.0.0 queued\r\n421 4.3.2 closing\r\n"),
-            expect_close(),
-        ]
-    )
+    # The first message is queued; then 421 to the second MAIL, and the server goes quiet.
+    mail = replies(DEFAULT, [reply(421, "4.3.2 closing"), stall()])
+    server = serve(scripted_server, {"MAIL": mail}, PIPELINING)
     client = client_of(flavour, server)
     await client.connect()
     jobs = [("a@x.test", ["b@x.test"], BODY), ("a@x.test", ["c@x.test"], BODY)]
@@ -266,6 +229,7 @@ async def test_a_421_in_a_batch_keeps_what_was_settled(
     assert isinstance(results[0], SendResult) and results[0].accepted == ["b@x.test"]
     assert isinstance(results[1], TransientReplyError) and results[1].code == 421
     assert isinstance(results[2], TransientReplyError)
+    assert [m.recipients for m in server.messages] == [("b@x.test",)]
 
 
 # ----------------------------------------------------------------------------
@@ -277,14 +241,7 @@ async def test_the_transcript_escapes_what_the_server_wrote(
     flavour: Flavour, scripted_server: Any
 ) -> None:
     server = scripted_server(
-        [
-            send(b"220 mx\x1b[2J\rC: RCPT TO:<evil@x.test>\r\n"),
-            expect(b"EHLO "),
-            send(b"250 mx\x9b1m\r\n"),
-            expect(b"QUIT"),
-            send(b"221 bye\r\n"),
-            expect_close(),
-        ]
+        {"EHLO": b"250 mx\x9b1m\r\n"}, greeting=b"220 mx\x1b[2J\rC: RCPT TO:<evil@x.test>\r\n"
     )
     shown = io.StringIO()
     async with client_of(flavour, server, transcript=transcript_to(shown)):

@@ -1,8 +1,9 @@
 """The three transports against scripted servers: batching, hostile and broken peers.
 
-Each script is what a server does on the wire; the assertions are about what the
-client raised and what the server received (``received_groups``: the units read
-between two of the server's writes, so one group is one round trip).
+Each server is a handler table of smtpbee.testing (the defaults of a well-behaved
+server for the rest); the assertions are about what the client raised and what the
+server received (``transcript.rounds()``: the units read between two of the server's
+writes, so one round is one round trip).
 """
 
 from __future__ import annotations
@@ -14,16 +15,6 @@ from typing import Any
 import anyio
 import pytest
 from flavours import Flavour, finished
-from servers import (
-    close,
-    drip,
-    expect,
-    expect_bdat,
-    expect_close,
-    expect_data,
-    send,
-    send_then_close,
-)
 from smtpbee import (
     ConnectionLostError,
     OutcomeUnknownError,
@@ -35,39 +26,55 @@ from smtpbee import (
     TransientReplyError,
 )
 from smtpbee._commands import Noop, Rset
+from smtpbee.testing import (
+    DEFAULT,
+    Command,
+    ServerSession,
+    ThreadedServer,
+    close,
+    drip,
+    pause,
+    stall,
+)
 
-GREETING = send(b"220 scripted.test ESMTP\r\n")
-PLAIN_EHLO = b"250 scripted.test\r\n"
-PIPELINING_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
-CHUNKING_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
+PIPELINING = ["PIPELINING", "8BITMIME"]
+CHUNKING = ["PIPELINING", "CHUNKING", "8BITMIME"]
 BODY = b"Subject: s\r\n\r\nbody\r\n"
 
 
-def hello(ehlo: bytes = PLAIN_EHLO) -> list[Any]:
-    return [GREETING, expect(b"EHLO "), send(ehlo)]
+def serve(
+    scripted_server: Any,
+    handlers: dict[str, Any] | None = None,
+    *,
+    extensions: list[str] | tuple[str, ...] = (),
+    **options: Any,
+) -> ThreadedServer:
+    """A scripted server named scripted.test; its EHLO offers ``extensions`` (none)."""
+    server: ThreadedServer = scripted_server(
+        handlers, hostname="scripted.test", extensions=extensions, **options
+    )
+    return server
+
+
+def lines(server: ThreadedServer) -> list[bytes]:
+    """Every command line the server read, as sent."""
+    return [command.line for command in server.commands]
+
+
+def verbs(server: ThreadedServer) -> list[str]:
+    return [command.verb for command in server.commands]
 
 
 @pytest.mark.anyio
 async def test_pipelining_and_chunking_send_the_envelope_and_body_in_one_write(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server(
-        [
-            *hello(CHUNKING_EHLO),
-            expect(b"MAIL FROM:<a@x.test>"),
-            expect(b"RCPT TO:<b@x.test>"),
-            expect(b"RCPT TO:<c@x.test>"),
-            expect_bdat(),
-            send(b"250 ok\r\n250 ok\r\n250 ok\r\n250 queued\r\n"),
-            expect(b"QUIT"),
-            send(b"221 bye\r\n"),
-        ]
-    )
+    server = serve(scripted_server, extensions=CHUNKING)
     async with flavour.client(server) as c:
         result = await c.sendmail("a@x.test", ["b@x.test", "c@x.test"], BODY)
     await finished(server)
     assert result.accepted == ["b@x.test", "c@x.test"]
-    group = server.received_groups[1]
+    group = server.transcript.rounds()[1]
     assert [unit.split(b" ")[0] for unit in group] == [
         b"MAIL",
         b"RCPT",
@@ -75,37 +82,26 @@ async def test_pipelining_and_chunking_send_the_envelope_and_body_in_one_write(
         b"BDAT",
         BODY.split(b" ")[0],
     ]
-    assert server.bdat_chunks == [(BODY, True)]
+    assert group[:4] == [
+        b"MAIL FROM:<a@x.test>\r\n",
+        b"RCPT TO:<b@x.test>\r\n",
+        b"RCPT TO:<c@x.test>\r\n",
+        b"BDAT 20 LAST\r\n",
+    ]
+    [message] = server.messages
+    assert message.chunks == (BODY,) and message.recipients == ("b@x.test", "c@x.test")
 
 
 @pytest.mark.anyio
 async def test_a_batch_overlaps_messages_one_round_trip_each(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server(
-        [
-            *hello(PIPELINING_EHLO),
-            expect(b"MAIL FROM:<a@x.test>"),
-            expect(b"RCPT TO:<b@x.test>"),
-            expect(b"DATA"),
-            send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
-            expect_data(),
-            expect(b"MAIL FROM:<a@x.test>"),
-            expect(b"RCPT TO:<c@x.test>"),
-            expect(b"DATA"),
-            send(b"250 queued 1\r\n250 ok\r\n550 no such user\r\n503 no recipients\r\n"),
-            expect(b"RSET"),
-            send(b"250 reset\r\n"),
-            expect(b"MAIL FROM:<a@x.test>"),
-            expect(b"RCPT TO:<d@x.test>"),
-            expect(b"DATA"),
-            send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
-            expect_data(),
-            send(b"250 queued 3\r\n"),
-            expect(b"QUIT"),
-            send(b"221 bye\r\n"),
-        ]
-    )
+    def rcpt(command: Command, session: ServerSession) -> Any:
+        if command.address == "c@x.test":
+            return "550 no such user"
+        return session.default(command)
+
+    server = serve(scripted_server, {"RCPT": rcpt}, extensions=PIPELINING)
     jobs = [
         ("a@x.test", ["b@x.test"], b"one\r\n"),
         ("a@x.test", "c@x.test", [b"two\r\n"]),
@@ -120,50 +116,37 @@ async def test_a_batch_overlaps_messages_one_round_trip_each(
         and results[1].recipients["c@x.test"].code == 550
     )
     # Message 1's content and terminator went with message 2's envelope.
-    assert [unit.split(b" ")[0] for unit in server.received_groups[2]] == [
+    rounds = server.transcript.rounds()
+    assert [unit.split(b" ")[0] for unit in rounds[2]] == [
         b"one\r\n.\r\n",
         b"MAIL",
         b"RCPT",
         b"DATA\r\n",
     ]
-    assert server.data_bodies == [b"one\r\n", b"three\r\n"]
+    assert rounds[3] == [b"RSET\r\n"]
+    assert [m.content for m in server.messages] == [b"one\r\n", b"three\r\n"]
+    assert [m.recipients for m in server.messages] == [("b@x.test",), ("d@x.test",)]
 
 
 @pytest.mark.anyio
 async def test_pipelining_with_data_sends_mail_rcpt_data_in_one_write(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server(
-        [
-            *hello(PIPELINING_EHLO),
-            expect(b"MAIL"),
-            expect(b"RCPT"),
-            expect(b"DATA"),
-            send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
-            expect_data(),
-            send(b"250 queued\r\n"),
-            expect(b"RSET"),
-            expect(b"NOOP"),
-            send(b"250 ok\r\n250 ok\r\n"),
-            expect(b"QUIT"),
-            send(b"221 bye\r\n"),
-        ]
-    )
+    server = serve(scripted_server, extensions=PIPELINING)
     async with flavour.client(server) as c:
         await c.sendmail("a@x.test", ["b@x.test"], b".x\r\n")
         replies = await c.pipeline([Rset(), Noop()])
     await finished(server)
     assert [r.code for r in replies] == [250, 250]
-    assert len(server.received_groups[1]) == 3
-    assert server.data_bodies == [b"..x\r\n"]
-    assert len(server.received_groups[3]) == 2
+    rounds = server.transcript.rounds()
+    assert [unit.split(b" ")[0] for unit in rounds[1]] == [b"MAIL", b"RCPT", b"DATA\r\n"]
+    assert [m.wire for m in server.messages] == [b"..x\r\n.\r\n"]
+    assert rounds[3] == [b"RSET\r\n", b"NOOP\r\n"]
 
 
 @pytest.mark.anyio
 async def test_421_mid_session_ends_it(flavour: Flavour, scripted_server: Any) -> None:
-    server = scripted_server(
-        [*hello(), expect(b"MAIL"), send_then_close(b"421 4.3.0 going down\r\n")]
-    )
+    server = serve(scripted_server, {"MAIL": ["421 4.3.0 going down", close()]})
     client = flavour.client(server)
     await client.connect()
     with pytest.raises(TransientReplyError) as caught:
@@ -174,14 +157,14 @@ async def test_421_mid_session_ends_it(flavour: Flavour, scripted_server: Any) -
     assert str(caught.value).startswith("421 during service closing")
     assert not client.usable
     await finished(server)
-    assert [line.split()[0] for line in server.lines] == [b"EHLO", b"MAIL"]
+    assert verbs(server) == ["EHLO", "MAIL"]
 
 
 @pytest.mark.anyio
 async def test_221_to_a_command_other_than_quit_means_closing(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server([*hello(), expect(b"NOOP"), send_then_close(b"221 2.0.0 bye\r\n")])
+    server = serve(scripted_server, {"NOOP": ["221 2.0.0 bye", close()]})
     client = flavour.client(server)
     await client.connect()
     with pytest.raises(TransientReplyError) as caught:
@@ -203,7 +186,8 @@ async def test_221_to_a_command_other_than_quit_means_closing(
 async def test_a_reply_nothing_asked_for_stops_the_next_command(
     flavour: Flavour, scripted_server: Any, pushed: bytes, error: type[Exception], message: str
 ) -> None:
-    server = scripted_server([*hello(), send(pushed), expect_close()])
+    # The reply is pushed a moment after the answer to EHLO; then the server says nothing.
+    server = serve(scripted_server, {"EHLO": [DEFAULT, pause(0.05), pushed, stall()]})
     client = flavour.client(server)
     await client.connect()
     await anyio.sleep(0.3)  # the pushed reply is there before the next command
@@ -213,14 +197,13 @@ async def test_a_reply_nothing_asked_for_stops_the_next_command(
     await client.close()
     await finished(server)
     # It was never taken as the reply to MAIL: MAIL was not even written.
-    assert [line.split()[0] for line in server.lines] == [b"EHLO"]
+    assert verbs(server) == ["EHLO"]
+    assert server.sessions[0].unparsed == b""
 
 
 @pytest.mark.anyio
 async def test_a_close_in_the_middle_of_a_reply(flavour: Flavour, scripted_server: Any) -> None:
-    server = scripted_server(
-        [GREETING, expect(b"EHLO"), send_then_close(b"250-scripted\r\n250-PI")]
-    )
+    server = serve(scripted_server, {"EHLO": [b"250-scripted\r\n250-PI", close()]})
     client = flavour.client(server)
     with pytest.raises(ConnectionLostError):
         await client.connect()
@@ -232,30 +215,20 @@ async def test_a_close_in_the_middle_of_a_reply(flavour: Flavour, scripted_serve
 async def test_a_close_after_the_content_leaves_the_outcome_unknown(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server(
-        [
-            *hello(),
-            expect(b"MAIL"),
-            send(b"250 ok\r\n"),
-            expect(b"RCPT"),
-            send(b"250 ok\r\n"),
-            expect(b"DATA"),
-            send(b"354 go\r\n"),
-            expect_data(),
-            close(),
-        ]
-    )
+    server = serve(scripted_server, {"MESSAGE": close()})
     client = flavour.client(server)
     await client.connect()
     with pytest.raises(OutcomeUnknownError):
         await client.sendmail("a@x.test", ["b@x.test"], BODY)
     assert not client.usable
     await finished(server)
+    assert verbs(server) == ["EHLO", "MAIL", "RCPT", "DATA"]
+    assert server.messages == []
 
 
 @pytest.mark.anyio
 async def test_a_stalled_server_times_out(flavour: Flavour, scripted_server: Any) -> None:
-    server = scripted_server([GREETING, expect(b"EHLO"), expect_close()])
+    server = serve(scripted_server, {"EHLO": stall()})
     client = flavour.client(server, timeout=0.5)
     started = time.monotonic()
     with pytest.raises(SMTPTimeoutError) as caught:
@@ -263,13 +236,13 @@ async def test_a_stalled_server_times_out(flavour: Flavour, scripted_server: Any
     assert time.monotonic() - started < 3
     assert isinstance(caught.value, TimeoutError)
     await finished(server)
-    assert server.peer_closed
+    assert server.sessions[0].client_closed
 
 
 @pytest.mark.anyio
 async def test_a_dripping_server_still_times_out(flavour: Flavour, scripted_server: Any) -> None:
     reply = b"250-scripted.test\r\n250-" + b"X" * 40 + b"\r\n250 8BITMIME\r\n"
-    server = scripted_server([GREETING, expect(b"EHLO"), drip(reply, 0.2)])
+    server = serve(scripted_server, {"EHLO": drip(reply, 0.2)})
     client = flavour.client(server, timeout=1.0)
     started = time.monotonic()
     with pytest.raises(SMTPTimeoutError):
@@ -282,69 +255,48 @@ async def test_a_dripping_server_still_times_out(flavour: Flavour, scripted_serv
 async def test_starttls_response_injection_is_refused(
     flavour: Flavour, scripted_server: Any
 ) -> None:
-    server = scripted_server(
-        [
-            *hello(b"250-scripted.test\r\n250 STARTTLS\r\n"),
-            expect(b"STARTTLS"),
-            send(b"220 go\r\n250 injected\r\n"),
-            expect_close(),
-        ]
+    server = serve(
+        scripted_server,
+        {"STARTTLS": [b"220 go\r\n250 injected\r\n", stall()]},
+        extensions=["STARTTLS"],
     )
     client = flavour.client(server, tls="starttls")
     with pytest.raises(StartTLSInjectionError):
         await client.connect()
     await finished(server)
-    assert [line.split()[0] for line in server.lines] == [b"EHLO", b"STARTTLS"]
-    assert server.unconsumed == b""
+    assert verbs(server) == ["EHLO", "STARTTLS"]
+    assert server.sessions[0].unparsed == b""  # not a byte of a handshake followed
     assert not client.usable
 
 
 @pytest.mark.anyio
 async def test_tls_required_but_not_offered(flavour: Flavour, scripted_server: Any) -> None:
-    server = scripted_server([*hello(), expect(b"QUIT"), send(b"221 bye\r\n")])
+    server = serve(scripted_server)
     client = flavour.client(server, tls=None)
     with pytest.raises(TLSRequiredError, match='tls="none"') as caught:
         await client.connect()
     # The server may simply run without TLS: that is no protocol violation.
     assert not isinstance(caught.value, RemoteProtocolError)
     await finished(server)
-    assert [line.split()[0] for line in server.lines] == [b"EHLO", b"QUIT"]
+    assert verbs(server) == ["EHLO", "QUIT"]
     assert not client.usable
 
 
 @pytest.mark.anyio
 async def test_a_refused_ehlo_falls_back_to_helo(flavour: Flavour, scripted_server: Any) -> None:
-    server = scripted_server(
-        [
-            GREETING,
-            expect(b"EHLO"),
-            send(b"502 5.5.2 what?\r\n"),
-            expect(b"HELO [127.0.0.1]"),
-            send(b"250 scripted.test\r\n"),
-            expect(b"MAIL"),
-            send(b"250 ok\r\n"),
-            expect(b"RCPT"),
-            send(b"250 ok\r\n"),
-            expect(b"DATA"),
-            send(b"354 go\r\n"),
-            expect_data(),
-            send(b"250 queued\r\n"),
-            expect(b"QUIT"),
-            send(b"221 bye\r\n"),
-        ]
-    )
+    server = serve(scripted_server, {"EHLO": "502 5.5.2 what?"})
     async with flavour.client(server) as c:
         assert not c.session.conn.esmtp
         await c.sendmail("a@x.test", ["b@x.test"], BODY)
     await finished(server)
-    assert server.data_bodies == [BODY]
+    assert lines(server)[:2] == [b"EHLO [127.0.0.1]\r\n", b"HELO [127.0.0.1]\r\n"]
+    assert verbs(server)[2:] == ["MAIL", "RCPT", "DATA", "QUIT"]
+    assert [m.content for m in server.messages] == [BODY]
 
 
 @pytest.mark.anyio
 async def test_a_refusing_greeting(flavour: Flavour, scripted_server: Any) -> None:
-    server = scripted_server(
-        [send(b"554 5.3.2 no service\r\n"), expect(b"QUIT"), send(b"221 bye\r\n")]
-    )
+    server = serve(scripted_server, greeting="554 5.3.2 no service")
     client = flavour.client(server)
     with pytest.raises(PermanentReplyError) as caught:
         await client.connect()
@@ -352,7 +304,7 @@ async def test_a_refusing_greeting(flavour: Flavour, scripted_server: Any) -> No
     assert not client.usable
     await finished(server)
     # RFC 5321 §3.1: after a 554 greeting the server waits for QUIT; the client sends it.
-    assert server.lines == [b"QUIT\r\n"]
+    assert lines(server) == [b"QUIT\r\n"]
 
 
 @pytest.mark.anyio
@@ -360,7 +312,7 @@ async def test_a_refusing_greeting(flavour: Flavour, scripted_server: Any) -> No
 async def test_a_deferring_greeting_ends_the_session_at_once(
     flavour: Flavour, scripted_server: Any, greeting: bytes
 ) -> None:
-    server = scripted_server([send(greeting), expect_close()])
+    server = serve(scripted_server, greeting=[greeting, stall()])
     client = flavour.client(server)
     with pytest.raises(TransientReplyError) as caught:
         await client.connect()
@@ -369,7 +321,8 @@ async def test_a_deferring_greeting_ends_the_session_at_once(
     assert not client.usable
     await client.close()
     await finished(server)
-    assert server.lines == []
+    assert server.commands == []
+    assert server.transcript.client() == b""
 
 
 @pytest.mark.anyio
@@ -388,7 +341,7 @@ async def test_connection_refused(flavour: Flavour) -> None:
 async def test_cancelling_a_send_closes_the_connection(
     anyio_backend: str, scripted_server: Any
 ) -> None:
-    server = scripted_server([*hello(), expect(b"MAIL"), expect_close()])
+    server = serve(scripted_server, {"MAIL": stall()})
     client = Flavour(anyio_backend).client(server)
     await client.connect()
     with anyio.move_on_after(0.3) as scope:
@@ -396,4 +349,4 @@ async def test_cancelling_a_send_closes_the_connection(
     assert scope.cancelled_caught
     assert not client.usable
     await finished(server)
-    assert server.peer_closed
+    assert server.sessions[0].client_closed
