@@ -21,8 +21,14 @@ from hypothesis import HealthCheck, settings
 # CI machines are slower and busier than a laptop: no per-example deadline there,
 # and the failing example is printed so it can be replayed.
 settings.register_profile(
-    "ci", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+    "ci",
+    max_examples=1000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
+# Locally a quick pass; .ci/run sets HYPOTHESIS_PROFILE=ci for the thorough one.
+settings.register_profile("default", max_examples=30)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # tests/ is not a package; make `from servers import ...` work under any import mode.

@@ -6,6 +6,7 @@ import itertools
 import re
 
 import pytest
+from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smtpbee._data import DataEncoder, LineEndingNormalizer, bdat_command, decode_data
@@ -183,7 +184,7 @@ bodies = st.one_of(interesting, st.binary(max_size=200))
 cuts = st.lists(st.integers(min_value=0, max_value=10_000), max_size=12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(body=bodies, cut_points=cuts)
 def test_data_encoder_round_trips_for_any_chunking(body: bytes, cut_points: list[int]) -> None:
     pieces = split_at(body, cut_points)
@@ -192,7 +193,7 @@ def test_data_encoder_round_trips_for_any_chunking(body: bytes, cut_points: list
     assert decode_data(wire) == crlf_normalised(body)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(body=bodies, cut_points=cuts)
 def test_data_end_mark_never_appears_early(body: bytes, cut_points: list[int]) -> None:
     encoder = DataEncoder()
@@ -207,7 +208,7 @@ def test_data_end_mark_never_appears_early(body: bytes, cut_points: list[int]) -
     assert encoder.octets_out == len(wire)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(body=bodies, cut_points=cuts)
 def test_line_ending_normalizer_for_any_chunking(body: bytes, cut_points: list[int]) -> None:
     normalizer = LineEndingNormalizer()

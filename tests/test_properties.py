@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from smtpbee._commands import (
@@ -59,7 +60,9 @@ from smtpbee.testing.strategies import invalid_replies, valid_replies
 
 __all__: list[str] = []
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # ---------------------------------------------------------------------------
 # Building well-behaved server replies
@@ -302,7 +305,7 @@ def feed_hostile(conn: Connection, chunks: list[bytes]) -> list[Event]:
     return events
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=_HOSTILE, data=st.data())
 def test_hostile_replies_raise_only_smtpbee_errors(payload: bytes, data: st.DataObject) -> None:
     points = data.draw(st.lists(st.integers(0, len(payload)), max_size=6), label="splits")
@@ -396,7 +399,7 @@ _BODY = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(body=_BODY, data=st.data())
 def test_data_round_trips_whatever_the_chunking(body: bytes, data: st.DataObject) -> None:
     conn = in_data_state()
@@ -436,7 +439,7 @@ _BUILDERS: dict[str, Callable[[str], Command]] = {
 }
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     which=st.sampled_from(sorted(_BUILDERS)),
     before=st.text(alphabet="abc.@-", max_size=8),

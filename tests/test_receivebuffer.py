@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smtpbee._errors import RemoteProtocolError
@@ -498,7 +499,7 @@ def reply_streams(draw: st.DrawFn) -> tuple[bytes, list[Reply]]:
 chunk_sizes = st.lists(st.integers(0, 20), max_size=30)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(reply_streams(), chunk_sizes)
 def test_any_chunking_of_valid_replies_gives_the_same_replies(
     case: tuple[bytes, list[Reply]], sizes: list[int]
@@ -550,14 +551,14 @@ hostile_bytes = st.one_of(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(hostile_bytes, chunk_sizes)
 def test_arbitrary_bytes_only_raise_remote_protocol_error(data: bytes, sizes: list[int]) -> None:
     """Garbage parses or raises RemoteProtocolError, the same way whatever the chunking."""
     assert outcome(data, sizes) == outcome(data, [])
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(
     st.integers(1, 300),
     st.sampled_from([ReplyLimits(max_line_length=200), ReplyLimits(max_line_length=1000)]),
@@ -576,7 +577,7 @@ def test_a_line_without_end_never_grows_the_buffer_past_the_limit(
             assert reader.buffered < limits.max_line_length + chunk
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(st.integers(1, 300), st.integers(0, 40))
 def test_endless_continuation_lines_never_grow_past_the_reply_limit(
     chunk: int, text_length: int

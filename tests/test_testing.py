@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import trio
+from budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import LoopbackCA
@@ -71,7 +72,9 @@ from smtpbee.transports.trio import TrioSMTPClient
 
 CLIENT = "client.test"
 BODY = b"Subject: same\r\n\r\n.a dotted line\r\nand one more\r\n"
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def refuse_bad(command: Command, session: ServerSession) -> Response:
@@ -739,7 +742,7 @@ def test_valid_replies_take_their_codes_and_enhanced_status(data: bytes) -> None
     assert b"\r\n" in data and data.count(b"\n") == data.count(b"\r\n")
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=strategies.invalid_replies(), cut=st.integers(0, 100))
 def test_invalid_replies_are_refused(data: bytes, cut: int) -> None:
     reader = ReplyReader()
@@ -776,7 +779,7 @@ def test_ehlo_extension_lists_are_read_whatever_they_hold(lines: list[str]) -> N
         assert extensions.pipelining
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(server=strategies.scripted_servers())
 def test_any_drawn_server_makes_a_session_raise_only_smtpbee_errors(
     server: ScriptedServer,
@@ -797,7 +800,7 @@ def test_any_drawn_server_makes_a_session_raise_only_smtpbee_errors(
     assert wire.written.startswith(wire.transcript.client())
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(table=strategies.handler_tables(slow=False), data=st.binary(max_size=200))
 def test_drawn_tables_take_any_bytes(table: dict[str, Handler], data: bytes) -> None:
     session = ScriptedServer(table).session()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smtpbee._errors import InvalidInputError, LocalProtocolError
@@ -388,7 +389,7 @@ def test_command_line_must_be_one_crlf_line(line: bytes) -> None:
 controls = st.sampled_from(FORBIDDEN)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(before=st.text(max_size=20), control=controls, after=st.text(max_size=20))
 def test_any_text_with_a_control_character_is_refused(
     before: str, control: str, after: str
@@ -404,7 +405,7 @@ def test_any_text_with_a_control_character_is_refused(
         encode_domain(f"x{control}.example")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(text=st.text())
 def test_xtext_round_trips(text: str) -> None:
     encoded = xtext_encode(text)
@@ -419,7 +420,7 @@ address_text = st.text(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(address=st.one_of(st.text(max_size=30), address_text))
 def test_parse_mailbox_only_raises_invalid_input_and_yields_safe_mailboxes(address: str) -> None:
     try:
