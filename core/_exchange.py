@@ -196,13 +196,16 @@ class Exchange:
 
     def _collect_unasked(self) -> Procedure[None]:
         """Judge what the server sent while nothing was asked, before a new group."""
-        try:
-            data = yield Poll()
-        except (SMTPTimeoutError, ConnectionLostError) as exc:
-            raise self.fail(exc)  # noqa: B904 - fail() chose the cause
-        if data is None:
-            return
-        self.conn.receive_data(data)
+        # Bytes that came in the same segment as the last reply are already
+        # held: asking the transport for more would leave them unjudged.
+        if not self.conn.unread:
+            try:
+                data = yield Poll()
+            except (SMTPTimeoutError, ConnectionLostError) as exc:
+                raise self.fail(exc)  # noqa: B904 - fail() chose the cause
+            if data is None:
+                return
+            self.conn.receive_data(data)
         # The server closed, or spoke unasked: reply() reads the reply to its
         # end and raises for each (a 421 is a closing, anything else a
         # protocol violation); there is no command it could answer.
