@@ -182,7 +182,7 @@ class Exchange:
             yield from self._collect_unasked()
         try:
             data = conn.send_all(commands)
-        except RemoteProtocolError as exc:
+        except RemoteProtocolError as exc:  # pragma: no cover - _collect_unasked judged held bytes
             raise self.fail(exc)  # noqa: B904 - fail() chose the cause
         transcript = self._transcript
         content = False
