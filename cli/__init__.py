@@ -3,7 +3,7 @@
 # The command-line tool: `smtpbee` and `python -m smtpbee`.
 #
 # This file only wires argparse: one subcommand per module (_send, _probe,
-# _tour, _states), each owning its options (add_arguments) and its logic
+# _tour, _states, _replay), each owning its options (add_arguments) and its logic
 # (main(args) -> exit code). The names, options, JSON keys and exit codes are
 # a contract (docs: README.md, design notes section 5): other tools drive them.
 #
@@ -22,7 +22,7 @@ from typing import NoReturn
 
 from smtpbee import __version__
 
-from . import _probe, _send, _states, _tour
+from . import _probe, _replay, _send, _states, _tour
 from ._output import ExitCode, error_line
 
 __all__ = ["build_parser", "main"]
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("probe", _probe, "show a server's greeting, extensions and TLS"),
         ("tour", _tour, "an annotated SMTP session with a built-in server"),
         ("states", _states, "print the client's state machine"),
+        ("replay", _replay, "serve a captured session log as a scripted server"),
     ):
         sub = commands.add_parser(
             name,

@@ -46,6 +46,7 @@ from ._commands import (
     Rset,
     StartTLS,
     Vrfy,
+    Xclient,
 )
 from ._connection import Connection
 from ._data import DataEncoder, LineEndingNormalizer, decode_data
@@ -86,6 +87,7 @@ from ._events import (
     Sentinel,
 )
 from ._extensions import Extensions
+from ._proxy_header import ProxyHeader
 from ._receivebuffer import ReplyLimits
 from ._render import render_reply_matrix, render_state_machine
 from ._replies import EnhancedStatus, Reply, ReplyClass, escape_text
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
         Plain,
         XOAuth2,
     )
+    from ._control import ControlPoint, SessionStopped, Stop
     from ._mechanisms import MECHANISMS, choose_mechanism
     from ._procedures import ClientSession
     from ._requests import (
@@ -117,7 +120,9 @@ if TYPE_CHECKING:
     )
     from ._sasl import SASLMechanism
     from ._scram import ScramMechanism, ScramSHA1, ScramSHA256
+    from ._session_log import SessionLog
     from ._transaction import BodyInfo, MailJob, SendResult, wants_smtputf8
+    from ._unsafe import UnsafeSession
 
 _LAZY: dict[str, str] = {
     **dict.fromkeys(
@@ -126,6 +131,8 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(("MECHANISMS", "choose_mechanism"), "._mechanisms"),
     "ClientSession": "._procedures",
+    **dict.fromkeys(("ControlPoint", "SessionStopped", "Stop"), "._control"),
+    "UnsafeSession": "._unsafe",
     **dict.fromkeys(
         (
             "Poll",
@@ -142,6 +149,7 @@ _LAZY: dict[str, str] = {
         "._requests",
     ),
     "SASLMechanism": "._sasl",
+    "SessionLog": "._session_log",
     **dict.fromkeys(("ScramMechanism", "ScramSHA1", "ScramSHA256"), "._scram"),
     **dict.fromkeys(("BodyInfo", "MailJob", "SendResult", "wants_smtputf8"), "._transaction"),
 }
@@ -187,6 +195,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLostError",
     "ContentRequested",
+    "ControlPoint",
     "CramMD5",
     "Data",
     "DataEncoder",
@@ -220,6 +229,7 @@ __all__ = [
     "Poll",
     "Procedure",
     "ProtocolError",
+    "ProxyHeader",
     "PullBody",
     "Quit",
     "Rcpt",
@@ -242,21 +252,26 @@ __all__ = [
     "ScramSHA256",
     "SendResult",
     "Sentinel",
+    "SessionLog",
+    "SessionStopped",
     "StartTLS",
     "StartTLSInjectionError",
     "State",
+    "Stop",
     "TLSMode",
     "TLSRequiredError",
     "TLSVerificationError",
     "Timeouts",
     "TransientReplyError",
     "Trigger",
+    "UnsafeSession",
     "UnsupportedExtensionError",
     "UpgradeTLS",
     "Verb",
     "Vrfy",
     "Write",
     "XOAuth2",
+    "Xclient",
     "choose_mechanism",
     "decode_data",
     "escape_text",

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
@@ -42,6 +43,7 @@ from ._validation import (
 __all__ = [
     "MAIL_OPTIONS",
     "RCPT_OPTIONS",
+    "XCLIENT_ATTRIBUTES",
     "Auth",
     "AuthCancel",
     "AuthResponse",
@@ -62,6 +64,7 @@ __all__ = [
     "Rset",
     "StartTLS",
     "Vrfy",
+    "Xclient",
 ]
 
 BodyType = Literal["7BIT", "8BITMIME", "BINARYMIME"]
@@ -646,3 +649,132 @@ class AuthCancel(Command):
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         return b"*\r\n"
+
+
+XCLIENT_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
+"""The XCLIENT attribute names Postfix documents (XCLIENT_README), in its order."""
+
+_UNAVAILABLE = "[UNAVAILABLE]"
+_TEMPUNAVAIL = "[TEMPUNAVAIL]"
+_IPV6_PREFIX = "IPV6:"
+# XCLIENT_README: NAME and HELO values are host names, at most 255 characters.
+_MAX_NAME_LENGTH = 255
+
+
+def _xclient_address(name: str, value: str) -> str:
+    """ADDR and DESTADDR: IPv4, or IPv6 with the "IPV6:" prefix (added when missing)."""
+    prefixed = value[: len(_IPV6_PREFIX)].upper() == _IPV6_PREFIX
+    text = value[len(_IPV6_PREFIX) :] if prefixed else value
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidInputError(
+            f"XCLIENT {name} must be an IPv4 or IPv6 address or {_UNAVAILABLE}"
+        ) from None
+    if address.version == 4:
+        if prefixed:
+            raise InvalidInputError(f"XCLIENT {name}: the IPV6: prefix names an IPv4 address")
+        return str(address)
+    # A scope ("%eth0") means nothing to the server: it names an interface here.
+    if "%" in text:
+        raise InvalidInputError(f"XCLIENT {name} must not carry an IPv6 scope")
+    return _IPV6_PREFIX + str(address)
+
+
+def _xclient_port(name: str, value: str) -> str:
+    if not (value.isascii() and value.isdigit() and len(value) <= 5 and int(value) <= 65535):
+        raise InvalidInputError(f"XCLIENT {name} must be a port number 0-65535 or {_UNAVAILABLE}")
+    return str(int(value))
+
+
+def _xclient_proto(name: str, value: str) -> str:
+    if value.upper() not in ("SMTP", "ESMTP"):
+        raise InvalidInputError(f"XCLIENT {name} must be SMTP or ESMTP")
+    return value.upper()
+
+
+def _xclient_host_name(name: str, value: str) -> str:
+    if len(value) > _MAX_NAME_LENGTH:
+        raise InvalidInputError(f"XCLIENT {name} must be at most {_MAX_NAME_LENGTH} characters")
+    return value
+
+
+def _xclient_text(name: str, value: str) -> str:
+    return value
+
+
+_UNAVAILABLE_ONLY = frozenset({_UNAVAILABLE})
+# attribute -> (the check of an ordinary value, the special values sent as is).
+# XCLIENT_README: only a name lookup can fail transiently ([TEMPUNAVAIL]), and
+# PROTO is always known.
+_XCLIENT_FORMS: dict[str, tuple[Callable[[str, str], str], frozenset[str]]] = {
+    "NAME": (_xclient_host_name, frozenset({_UNAVAILABLE, _TEMPUNAVAIL})),
+    "ADDR": (_xclient_address, _UNAVAILABLE_ONLY),
+    "PORT": (_xclient_port, _UNAVAILABLE_ONLY),
+    "PROTO": (_xclient_proto, frozenset()),
+    "HELO": (_xclient_host_name, _UNAVAILABLE_ONLY),
+    "LOGIN": (_xclient_text, _UNAVAILABLE_ONLY),
+    "DESTADDR": (_xclient_address, _UNAVAILABLE_ONLY),
+    "DESTPORT": (_xclient_port, _UNAVAILABLE_ONLY),
+}
+
+
+def _xclient_value(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"XCLIENT {name} must be a str, not {type(value).__name__}")
+    check_text(value, f"XCLIENT {name}")
+    if not value.isascii():
+        raise InvalidInputError(f"XCLIENT {name} must be ASCII")
+    if not value:
+        raise InvalidInputError(f"XCLIENT {name} must not be empty (use {_UNAVAILABLE})")
+    check, specials = _XCLIENT_FORMS[name]
+    return value if value in specials else check(name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Xclient(Command):
+    """``XCLIENT NAME=value ...``: Postfix's XCLIENT (XCLIENT_README).
+
+    An authorized client (a proxy, a test harness) tells the server which
+    client it speaks for; the server answers 220 and starts the session
+    over, so EHLO must follow.
+
+    Args:
+        attributes: attribute name (NAME, ADDR, PORT, PROTO, HELO, LOGIN,
+            DESTADDR, DESTPORT; any case) -> value, sent in the order given.
+            "[UNAVAILABLE]" (and, for NAME, "[TEMPUNAVAIL]") goes as is;
+            ADDR and DESTADDR are IPv4 or IPv6 addresses (IPv6 goes with the
+            "IPV6:" prefix, added when missing); PORT and DESTPORT 0-65535;
+            PROTO SMTP or ESMTP. Values are ASCII and sent as xtext.
+
+    Raises:
+        InvalidInputError: no attribute, an unknown or repeated name, or a
+            value that is not ASCII text of its attribute's form.
+    """
+
+    attributes: Mapping[str, str]
+
+    _VERB: ClassVar[Verb] = Verb.XCLIENT
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attributes, Mapping):
+            raise InvalidInputError("XCLIENT attributes must be a mapping of name to value")
+        checked: dict[str, str] = {}
+        for name, value in self.attributes.items():
+            upper = name.upper() if isinstance(name, str) else name
+            if upper not in _XCLIENT_FORMS:
+                raise InvalidInputError(
+                    f"XCLIENT takes {', '.join(XCLIENT_ATTRIBUTES)}, not {name!r}"
+                )
+            if upper in checked:
+                raise InvalidInputError(f"XCLIENT {upper} is given twice")
+            checked[upper] = _xclient_value(upper, value)
+        if not checked:
+            raise InvalidInputError("XCLIENT needs at least one attribute")
+        object.__setattr__(self, "attributes", MappingProxyType(checked))
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        pairs = "".join(
+            [f" {name}={xtext_encode(value)}" for name, value in self.attributes.items()]
+        )
+        return f"XCLIENT{pairs}\r\n".encode("ascii")

@@ -38,6 +38,13 @@
 # send_failed() from the caller, moves the session to ERROR and nothing more
 # can be sent or received, so a late reply can never be paired with a later
 # command. A LocalProtocolError from send leaves everything as it was.
+#
+# Testers can override what the server offered: ``pipelining`` forces grouping
+# on or off, ``chunking`` allows BDAT without CHUNKING; every other check stays.
+# And the unsafe path (_unsafe) can put the session in *unchecked* mode: bytes
+# the state machine never saw went out, so it no longer knows where the
+# session is. From then on every command is refused (only the unsafe path's
+# QUIT goes on) and replies are read without being matched to commands.
 from __future__ import annotations
 
 from collections import deque
@@ -98,7 +105,13 @@ _MAIL = Verb.MAIL
 _RCPT = Verb.RCPT
 _AUTH_VERBS = frozenset({Verb.AUTH, Verb.AUTH_RESPONSE})
 # The verbs whose success teaches something beyond the state (see _learn).
-_LEARNING = frozenset({Verb.EHLO, Verb.HELO, Verb.LHLO, Verb.AUTH, Verb.AUTH_RESPONSE, _STARTTLS})
+# Commands whose success starts the session over (XCLIENT's 220): what EHLO
+# and AUTH taught is void.
+_RESTARTS = frozenset(verb for verb, rule in REPLY_RULES.items() if rule.restarts_session)
+_LEARNING = (
+    frozenset({Verb.EHLO, Verb.HELO, Verb.LHLO, Verb.AUTH, Verb.AUTH_RESPONSE, _STARTTLS})
+    | _RESTARTS
+)
 
 # The declarations, compiled: one lookup per reply and per command. Plain
 # dicts: a lookup through a read-only mappingproxy costs twice as much.
@@ -162,10 +175,19 @@ class Connection:
             on, one reply per accepted recipient after the content.
         tls: the transport is already encrypted (implicit TLS, RFC 8314).
         limits: size limits for the server's replies.
+        pipelining: None: pipeline as the server offers; True: group commands
+            even when PIPELINING is not offered; False: never group them.
+        chunking: allow BDAT even when CHUNKING is not offered.
     """
 
     def __init__(
-        self, *, lmtp: bool = False, tls: bool = False, limits: ReplyLimits | None = None
+        self,
+        *,
+        lmtp: bool = False,
+        tls: bool = False,
+        limits: ReplyLimits | None = None,
+        pipelining: bool | None = None,
+        chunking: bool = False,
     ) -> None:
         self.lmtp = lmtp
         self._limits = limits or ReplyLimits()
@@ -176,7 +198,18 @@ class Connection:
         self._projected: State | None = State.GREETING
         self._pending: deque[_PendingReply] = deque()
         self._eof = False
+        self._pipelining_choice = pipelining
+        self._verb_checks = _VERB_CHECKS
+        if chunking:
+            self._verb_checks = {
+                verb: check
+                for verb, check in _VERB_CHECKS.items()
+                if verb not in (Verb.BDAT, Verb.BDAT_LAST)
+            }
+        self._unchecked = False
         self._facts = SessionFacts(lmtp=lmtp, tls=tls)
+        if pipelining is not None:
+            self._facts.pipelining = pipelining
         self._esmtp = False
         self._encoder: DataEncoder | None = None
         # Reply side: recipients the server accepted in the current transaction.
@@ -216,6 +249,11 @@ class Connection:
     def pipelining(self) -> bool:
         """Whether several commands may be sent before their replies."""
         return self._facts.pipelining
+
+    @property
+    def unchecked(self) -> bool:
+        """Whether the unsafe path was used: the state machine no longer knows the session."""
+        return self._unchecked
 
     @property
     def open(self) -> bool:
@@ -262,6 +300,11 @@ class Connection:
     def _problem(self, verb: Verb) -> LocalProtocolError | None:
         projected = self._projected
         if projected is None:
+            if self._unchecked:
+                return LocalProtocolError(
+                    "the session went unchecked (the unsafe path was used): only QUIT"
+                    " (through the unsafe path) and closing are left"
+                )
             return LocalProtocolError(
                 "earlier pipelined commands failed: wait for all their replies first"
             )
@@ -282,7 +325,7 @@ class Connection:
                 return LocalProtocolError(
                     f"{last.value} ends a pipelined group: wait for its reply"
                 )
-        check = _VERB_CHECKS.get(verb)
+        check = self._verb_checks.get(verb)
         return None if check is None else check(self._facts)
 
     # ------------------------------------------------------------------
@@ -429,7 +472,7 @@ class Connection:
         self._fire(Trigger.TLS_ESTABLISHED)
         facts = self._facts
         facts.tls = True
-        facts.set_extensions(EMPTY_EXTENSIONS)
+        self._set_extensions(EMPTY_EXTENSIONS)
         facts.authenticated = False
         self._esmtp = False
         self._projected = self._state
@@ -572,13 +615,17 @@ class Connection:
         """What a success to EHLO, LHLO, HELO, AUTH or STARTTLS teaches beyond the state."""
         facts = self._facts
         if isinstance(command, (Ehlo, Lhlo)):
-            facts.set_extensions(Extensions.from_reply(reply))
+            self._set_extensions(Extensions.from_reply(reply))
             self._esmtp = True
         elif isinstance(command, Helo):
-            facts.set_extensions(EMPTY_EXTENSIONS)
+            self._set_extensions(EMPTY_EXTENSIONS)
             self._esmtp = False
         elif verb in _AUTH_VERBS:
             facts.authenticated = True
+        elif verb in _RESTARTS:
+            self._set_extensions(EMPTY_EXTENSIONS)
+            facts.authenticated = False
+            self._esmtp = False
         elif verb is _STARTTLS and self._reader.buffered:
             raise StartTLSInjectionError(
                 "data arrived after the 220 to STARTTLS, before the TLS handshake:"
@@ -603,6 +650,80 @@ class Connection:
             # refused after every RCPT was): project again from what is known.
             self._projected = self._project()
         return ReplyReceived(command=head.command, reply=reply, kind=cell.kind, recipient=recipient)
+
+    def _set_extensions(self, extensions: Extensions) -> None:
+        facts = self._facts
+        facts.set_extensions(extensions)
+        if self._pipelining_choice is not None:
+            facts.pipelining = self._pipelining_choice
+
+    # ------------------------------------------------------------------
+    # The unchecked mode of the unsafe path
+    # ------------------------------------------------------------------
+
+    def go_unchecked(self) -> None:
+        """Enter unchecked mode, for bytes the state machine will not see.
+
+        Raises:
+            LocalProtocolError: the session is over, or replies are pending.
+        """
+        if not self.open:
+            raise LocalProtocolError("the session is over: nothing more can be sent")
+        if self._pending:
+            raise LocalProtocolError("commands await their replies: read them first")
+        self._unchecked = True
+        self._projected = None
+
+    def next_unchecked_reply(self) -> Reply | ConnectionClosed | Sentinel:
+        """The next reply, matched to nothing (unchecked mode), NEED_DATA, or ConnectionClosed.
+
+        Raises:
+            RemoteProtocolError: a reply that breaks the syntax or the limits;
+                the session is over.
+            LocalProtocolError: not in unchecked mode, or the session failed.
+        """
+        if not self._unchecked or self._state is _ERROR:
+            raise LocalProtocolError("replies are read unchecked only in unchecked mode")
+        # The limit for any reply (not an AUTH challenge's).
+        self._reader.line_limit = self._line_limit = self._limits.max_line_length
+        try:
+            reply = self._reader.next_reply()
+        except RemoteProtocolError:
+            self._fail()
+            raise
+        if reply is not None:
+            return reply
+        if not self._eof:
+            return NEED_DATA
+        self._state = _CLOSED
+        return ConnectionClosed(partial_reply=self._reader.buffered > 0)
+
+    def judge(self, verb: Verb, reply: Reply) -> ReplyKind:
+        """What the table says ``reply`` means as the answer to ``verb`` (no state changes)."""
+        return _CELLS[verb][reply.code].kind
+
+    def end_unchecked(self) -> None:
+        """The unchecked session was ended (QUIT answered): nothing more can be sent."""
+        self._state = _CLOSED
+
+    def unchecked_tls_established(self) -> None:
+        """A TLS handshake of the unsafe path succeeded: the stream is encrypted now.
+
+        As after STARTTLS on the safe path, what the server offered and any
+        AUTH are forgotten (RFC 3207 §4.2).
+
+        Raises:
+            LocalProtocolError: not in unchecked mode, or TLS was active already.
+        """
+        if not self._unchecked or self._state is _ERROR:
+            raise LocalProtocolError("an unchecked TLS upgrade needs an unchecked session")
+        facts = self._facts
+        if facts.tls:
+            raise LocalProtocolError("TLS is already active")
+        facts.tls = True
+        self._set_extensions(EMPTY_EXTENSIONS)
+        facts.authenticated = False
+        self._esmtp = False
 
     def _fire(self, trigger: Trigger) -> None:
         new_state = _TRANSITIONS.get((self._state, trigger))

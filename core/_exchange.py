@@ -27,12 +27,17 @@
 #
 # Server text reaches the transcript escaped: a reply can carry ANSI escapes
 # or a lone CR meant to forge a "C:" line.
+#
+# With a SessionLog attached, every write (its exact bytes, unless it carries
+# an AUTH secret), every reply (the exact bytes it was parsed from), the end
+# of the connection and every failure are recorded too. Without one, each
+# path pays a single ``is not None`` test.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from ._commands import Command, Quit
+from ._commands import Auth, AuthResponse, Command, Quit
 from ._connection import Connection
 from ._errors import (
     ConnectionLostError,
@@ -56,6 +61,9 @@ from ._replies import Reply, escape_text
 from ._requests import Poll, Procedure, Read, Timeouts, Write
 from ._state import Phase, State, Verb
 
+if TYPE_CHECKING:
+    from ._session_log import Detail, SessionLog
+
 __all__ = ["Exchange", "ReplyEvent", "Transcript"]
 
 Transcript: TypeAlias = Callable[[str, str], None]
@@ -64,6 +72,9 @@ ReplyEvent: TypeAlias = ReplyReceived | ContentRequested | AuthChallengeReceived
 _CONTENT_VERBS = frozenset({Verb.MESSAGE_DATA, Verb.END_OF_DATA, Verb.BDAT, Verb.BDAT_LAST})
 _CONTENT_STATES = frozenset({State.DATA, State.BDAT})
 _REPLY_EVENTS = (GreetingReceived, ReplyReceived, AuthChallengeReceived, ContentRequested)
+# Mechanisms whose server challenges tell nothing about the password (a
+# SCRAM challenge carries the salt, and its last one the server's signature).
+_OPEN_CHALLENGES = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"})
 
 
 class Exchange:
@@ -74,20 +85,57 @@ class Exchange:
         timeouts: per-phase timeouts.
         transcript: called with ("C" or "S", line) for every command and reply
             line; secrets redacted, server text escaped.
+        session_log: records every write, reply, TLS handshake and close.
     """
 
     def __init__(
-        self, conn: Connection, timeouts: Timeouts, transcript: Transcript | None = None
+        self,
+        conn: Connection,
+        timeouts: Timeouts,
+        transcript: Transcript | None = None,
+        session_log: SessionLog | None = None,
     ) -> None:
         self.conn = conn
         self.timeouts = timeouts
         self._transcript = transcript
+        self._session_log = session_log
         # Content has been written for a transaction not yet answered.
         self._content_out = False
+        # With a log: the bytes received that no logged reply has taken yet,
+        # and the mechanism of the last AUTH sent.
+        self._received = bytearray()
+        self._mechanism = ""
+
+    @property
+    def session_log(self) -> SessionLog | None:
+        """The SessionLog this exchange records into, if any."""
+        return self._session_log
 
     def log(self, direction: str, line: str) -> None:
+        """A transcript line: ``"C"`` (a command), ``"C!"`` (an unsafe write) or ``"S"``."""
         if self._transcript is not None:
             self._transcript(direction, line)
+
+    def note(self, event: str, *, data: str = "", **details: Detail) -> None:
+        """Record an event in the session log, if one is attached.
+
+        For what the exchange cannot see: ``"connect"``, a ``"close"`` by the
+        client, a ``"stopped"`` control point (``details`` become keys of the
+        record, e.g. ``point="RCPT"``).
+        """
+        if self._session_log is not None:
+            conn = self.conn
+            self._session_log.event(
+                event, tls=conn.tls_active, state=conn.state.name, data=data, details=details
+            )
+
+    def handshake_done(self, verified: bool) -> None:
+        """The TLS handshake succeeded: a transcript line and a ``tls-handshake`` record."""
+        self.log("C", "<TLS handshake done>")
+        if self._session_log is not None:
+            state = self.conn.state.name
+            details = {"verified": verified}
+            self._session_log.event("tls-handshake", tls=True, state=state, details=details)
 
     def fail(self, exc: SMTPError, *, answered: bool = False) -> SMTPError:
         """End the session for a failure; what to raise.
@@ -104,10 +152,19 @@ class Exchange:
                 f"{exc}: the message may have been accepted; do not resend it blindly"
             )
             unknown.__cause__ = exc
-            return unknown
+            exc = unknown
+        if self._session_log is not None:
+            self._log_end("error", data=str(exc), error=type(exc).__name__)
         return exc
 
-    def write(self, data: bytes, phase: Phase) -> Procedure[None]:
+    def write(self, data: bytes, phase: Phase, *, unsafe: bool = False) -> Procedure[None]:
+        """Write bytes as they are (recorded as an unsafe write when ``unsafe``)."""
+        if self._session_log is not None:
+            conn = self.conn
+            self._session_log.sent(data, tls=conn.tls_active, state=conn.state.name, unsafe=unsafe)
+        yield from self._write(data, phase)
+
+    def _write(self, data: bytes, phase: Phase) -> Procedure[None]:
         try:
             yield Write(data, phase, self.timeouts.for_phase(phase))
         except (SMTPTimeoutError, ConnectionLostError) as exc:
@@ -129,6 +186,8 @@ class Exchange:
                 except (SMTPTimeoutError, ConnectionLostError) as exc:
                     raise self.fail(exc)  # noqa: B904 - fail() chose the cause
                 conn.receive_data(data)
+                if self._session_log is not None:
+                    self._received += data
                 new_wait = False
                 continue
             if event is PAUSED:  # pragma: no cover - only starttls() reaches TLS_HANDSHAKE
@@ -137,11 +196,55 @@ class Exchange:
             if self._transcript is not None and isinstance(event, _REPLY_EVENTS):
                 hidden = isinstance(event, AuthChallengeReceived)
                 log_reply(self._transcript, event.reply, hide_text=hidden)
+            if self._session_log is not None:
+                self._log_event(event)
             # The content's transaction is answered once no content command
             # awaits a reply (a closed connection answers nothing).
             if self._content_out and isinstance(event, _REPLY_EVENTS):
                 self._content_out = self._content_pending()
             return event
+
+    def _log_event(self, event: Event) -> None:
+        log = self._session_log
+        assert log is not None
+        conn = self.conn
+        if isinstance(event, _REPLY_EVENTS):
+            reply = event.reply
+            raw = self._take_reply_bytes(reply)
+            hidden = (
+                isinstance(event, AuthChallengeReceived)
+                and self._mechanism not in _OPEN_CHALLENGES
+                and reply.lines != (b"",)
+            )
+            state = conn.state.name
+            log.received(raw, reply, tls=conn.tls_active, state=state, redacted=hidden)
+        else:  # the one other event: ConnectionClosed
+            self._log_end("close", by="server")
+
+    def _log_end(self, event: str, *, data: str = "", **details: Detail) -> None:
+        """An end of the session; bytes that made no reply (a partial one) go with it."""
+        log = self._session_log
+        assert log is not None
+        raw = bytes(self._received) if self._received else None
+        self._received.clear()
+        conn = self.conn
+        state = conn.state.name
+        log.event(event, tls=conn.tls_active, state=state, data=data, raw=raw, details=details)
+
+    def _take_reply_bytes(self, reply: Reply) -> bytes:
+        """The bytes a reply was parsed from: its lines, each up to its LF, in order."""
+        received = self._received
+        end = -1
+        for _ in reply.lines:
+            end = received.find(b"\n", end + 1)
+            if end < 0:
+                # Bytes were fed to the connection around the exchange: the
+                # reply's wire form is the best account left.
+                received.clear()
+                return reply.to_bytes()
+        raw = bytes(received[: end + 1])
+        del received[: end + 1]
+        return raw
 
     def _content_pending(self) -> bool:
         conn = self.conn
@@ -192,7 +295,23 @@ class Exchange:
             content = content or command.verb in _CONTENT_VERBS
         if content:
             self._content_out = True
-        yield from self.write(data, Phase.DATA_BLOCK if content else Phase.COMMAND)
+        if self._session_log is not None:
+            self._log_group(commands, data)
+        yield from self._write(data, Phase.DATA_BLOCK if content else Phase.COMMAND)
+
+    def _log_group(self, commands: Sequence[Command], data: bytes) -> None:
+        log = self._session_log
+        assert log is not None
+        secret = False
+        for command in commands:
+            if isinstance(command, Auth):
+                self._mechanism = command.mechanism
+                secret = secret or command.initial_response is not None
+            elif isinstance(command, AuthResponse):
+                secret = True
+        text = "\n".join(escape_text(command.transcript_line()) for command in commands)
+        conn = self.conn
+        log.sent(None if secret else data, text, tls=conn.tls_active, state=conn.state.name)
 
     def _collect_unasked(self) -> Procedure[None]:
         """Judge what the server sent while nothing was asked, before a new group."""
@@ -206,6 +325,8 @@ class Exchange:
             if data is None:
                 return
             self.conn.receive_data(data)
+            if self._session_log is not None:
+                self._received += data
         # The server closed, or spoke unasked: reply() reads the reply to its
         # end and raises for each (a 421 is a closing, anything else a
         # protocol violation); there is no command it could answer.

@@ -215,6 +215,16 @@ class Extensions:
         return "REQUIRETLS" in self.keywords
 
     @property
+    def xclient_attributes(self) -> frozenset[str] | None:
+        """The attribute names Postfix's XCLIENT takes here, upper-cased.
+
+        The XCLIENT keyword lists them (``250-XCLIENT NAME ADDR PROTO HELO``);
+        None when XCLIENT is not offered at all.
+        """
+        params = self.keywords.get("XCLIENT")
+        return None if params is None else frozenset(name.upper() for name in params)
+
+    @property
     def mt_priority(self) -> bool:
         """MT-PRIORITY (RFC 6710)."""
         return "MT-PRIORITY" in self.keywords

@@ -4,7 +4,8 @@
 # commands make sense *where* the session is; these checks say which ones the
 # server's EHLO reply and the session's mode (LMTP, TLS, authenticated) allow:
 # STARTTLS only when offered and not yet done, AUTH once and only with an
-# offered mechanism, BDAT only with CHUNKING, each MAIL parameter only with its
+# offered mechanism, BDAT only with CHUNKING, XCLIENT only when offered and
+# with the attributes it lists, each MAIL parameter only with its
 # extension, non-ASCII arguments only with SMTPUTF8, 8-bit content only with
 # 8BITMIME (or BINARYMIME, or SMTPUTF8), nothing over the SIZE limit.
 #
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from ._commands import Auth, Bdat, Command, Mail, MessageData, Rcpt
+from ._commands import Auth, Bdat, Command, Mail, MessageData, Rcpt, Xclient
 from ._errors import (
     InvalidInputError,
     LocalProtocolError,
@@ -116,6 +117,12 @@ def _chunking(facts: SessionFacts) -> LocalProtocolError | None:
     return None
 
 
+def _xclient(facts: SessionFacts) -> LocalProtocolError | None:
+    if facts.extensions.xclient_attributes is None:
+        return UnsupportedExtensionError("the server does not offer XCLIENT")
+    return None
+
+
 VERB_CHECKS: Mapping[Verb, Callable[[SessionFacts], LocalProtocolError | None]] = MappingProxyType(
     {
         Verb.DATA: _data,
@@ -126,6 +133,7 @@ VERB_CHECKS: Mapping[Verb, Callable[[SessionFacts], LocalProtocolError | None]] 
         Verb.AUTH: _auth,
         Verb.BDAT: _chunking,
         Verb.BDAT_LAST: _chunking,
+        Verb.XCLIENT: _xclient,
     }
 )
 """Verb -> why a command of that verb does not fit the session now (or None)."""
@@ -187,6 +195,18 @@ def _auth_mechanism(facts: SessionFacts, command: Command) -> None:
         )
 
 
+def _xclient_attributes(facts: SessionFacts, command: Command) -> None:
+    if not isinstance(command, Xclient):
+        raise _wrong_type(command, Xclient)
+    offered = facts.extensions.xclient_attributes or frozenset()
+    refused = [name for name in command.attributes if name not in offered]
+    if refused:
+        raise UnsupportedExtensionError(
+            f"the server's XCLIENT does not take {', '.join(refused)}"
+            f" (it takes {', '.join(sorted(offered)) or 'nothing'})"
+        )
+
+
 def _content(facts: SessionFacts, data: bytes) -> None:
     mail = facts.sent_mail
     body = mail.body if mail is not None else None
@@ -232,6 +252,7 @@ ARGUMENT_CHECKS: Mapping[Verb, Callable[[SessionFacts, Command], None]] = Mappin
         Verb.EXPN: _text_argument,
         Verb.HELP: _text_argument,
         Verb.NOOP: _text_argument,
+        Verb.XCLIENT: _xclient_attributes,
     }
 )
 """Verb -> the check of a command's arguments against the session (raises LocalProtocolError)."""

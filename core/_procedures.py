@@ -30,12 +30,18 @@
 # the caller opts in, replies turned into typed errors. Every procedure ends
 # the session on a RemoteProtocolError, wherever it was raised (the connection,
 # a SASL mechanism that caught the server cheating).
+#
+# Controls for testers (_control): a Stop ends the session at a chosen point
+# (the session asks its SessionControls at each one), ``pipelining`` and
+# ``bdat_chunk_size`` override what the server offered (the override is noted
+# in the transcript after each EHLO). The unsafe path is not reachable from
+# here: only quit() hands an already unchecked session to _unsafe.
 from __future__ import annotations
 
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from ._auth import SASLMechanism
 from ._commands import (
@@ -53,8 +59,10 @@ from ._commands import (
     Rset,
     StartTLS,
     Vrfy,
+    Xclient,
 )
 from ._connection import Connection
+from ._control import ControlPoint, SessionControls, Stop, check_controls
 from ._errors import (
     AuthenticationRejected,
     ConnectionLostError,
@@ -73,13 +81,18 @@ from ._events import (
     GreetingReceived,
     ReplyReceived,
 )
-from ._exchange import Exchange, Transcript
+from ._exchange import Exchange, ReplyEvent, Transcript
 from ._extensions import Extensions
+from ._proxy_header import ProxyHeader
 from ._receivebuffer import ReplyLimits
 from ._replies import Reply
 from ._requests import Procedure, Timeouts, TLSMode, UpgradeTLS
-from ._state import ReplyKind
+from ._state import Phase, ReplyKind
 from ._transaction import BodyInfo, MailJob, MailTransactions, SendResult
+from ._unsafe import unchecked_quit
+
+if TYPE_CHECKING:
+    from ._session_log import SessionLog
 
 __all__ = ["ClientSession"]
 
@@ -115,6 +128,19 @@ class ClientSession:
         limits: reply size limits.
         transcript: called with ("C" or "S", line) for every command and reply
             line, secrets redacted, server text escaped.
+        stop: end the session at a control point (SessionStopped is raised).
+        pipelining: None: as the server offers; True: group commands even
+            when PIPELINING is not offered; False: lock-step even when it is.
+        bdat_chunk_size: send the content with BDAT in chunks of exactly
+            this many octets (the last one may be shorter), even when
+            CHUNKING is not offered.
+        proxy_header: a PROXY protocol header to write first, before the
+            greeting is read and before any TLS (HAProxy's PROXY v1 or v2).
+        session_log: records every write, reply and event of the session.
+
+    Raises:
+        InvalidInputError: a chunk size that is not a positive number, or a
+            stop at DATA with BDAT forced (BDAT has no DATA command).
 
     Attributes:
         conn: the Connection the procedures drive.
@@ -140,17 +166,33 @@ class ClientSession:
         timeouts: Timeouts | None = None,
         limits: ReplyLimits | None = None,
         transcript: Transcript | None = None,
+        stop: Stop | None = None,
+        pipelining: bool | None = None,
+        bdat_chunk_size: int | None = None,
+        proxy_header: ProxyHeader | None = None,
+        session_log: SessionLog | None = None,
     ) -> None:
+        check_controls(stop, bdat_chunk_size)
         self.local_hostname = local_hostname
         self.tls_mode = tls
         self.timeouts = timeouts or Timeouts()
-        self.conn = Connection(lmtp=lmtp, tls=tls is TLSMode.IMPLICIT, limits=limits)
+        self.pipelining = pipelining
+        self.bdat_chunk_size = bdat_chunk_size
+        self.conn = Connection(
+            lmtp=lmtp,
+            tls=tls is TLSMode.IMPLICIT,
+            limits=limits,
+            pipelining=pipelining,
+            chunking=bdat_chunk_size is not None,
+        )
         self.tls_verified = False
         """Whether the TLS handshake proved the server's identity (however TLS began)."""
         self.greeting: Reply | None = None
         self.extensions_before_tls: Extensions | None = None
-        self.exchange = Exchange(self.conn, self.timeouts, transcript)
-        self._transactions = MailTransactions(self.exchange)
+        self.proxy_header = proxy_header
+        self.exchange = Exchange(self.conn, self.timeouts, transcript, session_log)
+        self.controls = SessionControls(self.exchange, stop)
+        self._transactions = MailTransactions(self.exchange, self.controls, bdat_chunk_size)
 
     # ------------------------------------------------------------------
     # Opening: TLS, greeting, EHLO/HELO, STARTTLS
@@ -163,8 +205,19 @@ class ClientSession:
         Returns the server's extensions.
         """
         exchange = self.exchange
-        if self.tls_mode is TLSMode.IMPLICIT:
+        controls = self.controls
+        implicit = self.tls_mode is TLSMode.IMPLICIT
+        exchange.note("connect")
+        if self.proxy_header is not None:
+            yield from self._write_proxy_header(self.proxy_header)
+        if controls.stops_after(ControlPoint.CONNECT):
+            if implicit and controls.stop is not None and controls.stop.action == "quit":
+                # QUIT waits for the greeting, and the greeting comes over TLS.
+                yield from self._handshake()
+            raise (yield from controls.end(None))
+        if implicit:
             yield from self._handshake()
+            yield from controls.reached(ControlPoint.TLS, None)
         event = yield from exchange.event()
         if isinstance(event, ConnectionClosed):
             raise exchange.fail(
@@ -172,6 +225,7 @@ class ClientSession:
             )
         assert isinstance(event, GreetingReceived)
         self.greeting = event.reply
+        yield from controls.reached(ControlPoint.GREETING, event.reply)
         if not event.accepted:
             if event.kind is ReplyKind.PERMANENT:
                 yield from self._quit_quietly()
@@ -190,35 +244,68 @@ class ClientSession:
                 )
         return self.conn.extensions
 
+    def _write_proxy_header(self, header: ProxyHeader) -> Procedure[None]:
+        data = header.to_bytes()
+        if header.version == 1:
+            self.exchange.log("C", data.decode("ascii").rstrip("\r\n"))
+        else:
+            self.exchange.log("C", f"<PROXY v2 header, {len(data)} octets>")
+        yield from self.exchange.write(data, Phase.COMMAND)
+
     def _handshake(self) -> Procedure[None]:
         try:
             self.tls_verified = bool((yield UpgradeTLS(self.timeouts.tls_handshake)))
         except (SMTPTimeoutError, ConnectionLostError) as exc:
             # A failed handshake leaves the stream in an unknown state.
             raise self.exchange.fail(exc)  # noqa: B904 - fail() chose the cause
-        self.exchange.log("C", "<TLS handshake done>")
+        self.exchange.handshake_done(self.tls_verified)
 
     @_ends_on_violation
     def hello(self) -> Procedure[Reply]:
         """EHLO (LHLO for LMTP); HELO if EHLO is refused. Returns the reply."""
-        exchange = self.exchange
-        if self.conn.lmtp:
-            return (yield from exchange.checked(Lhlo(self.local_hostname), "LHLO"))
-        event = yield from exchange.command(Ehlo(self.local_hostname))
+        hello: Command = Lhlo(self.local_hostname) if self.conn.lmtp else Ehlo(self.local_hostname)
+        event = yield from self._phase_command(hello, ControlPoint.EHLO)
         if event.accepted:
+            self._note_overrides()
             return event.reply
+        if self.conn.lmtp:
+            raise reply_error(event.reply, command=hello.transcript_line(), phase="LHLO")
         if self.tls_mode is TLSMode.STARTTLS and not self.conn.tls_active:
             yield from self._quit_quietly()
             raise TLSRequiredError(
                 f"the server refused EHLO ({event.reply.code}), so it cannot offer STARTTLS"
             )
-        return (yield from exchange.checked(Helo(self.local_hostname), "HELO"))
+        return (yield from self.exchange.checked(Helo(self.local_hostname), "HELO"))
+
+    def _phase_command(self, command: Command, point: ControlPoint) -> Procedure[ReplyEvent]:
+        """Send the command of a control point, stopping after it or its reply if asked."""
+        yield from self.exchange.send([command])
+        controls = self.controls
+        controls.sent(point)
+        event = yield from self.exchange.reply()
+        yield from controls.reached(point, event.reply)
+        return event
+
+    def _note_overrides(self) -> None:
+        """Say in the transcript where the session overrides what the server offers."""
+        offered = self.conn.extensions
+        if self.pipelining is True and not offered.pipelining and not self.conn.lmtp:
+            self.exchange.log("C", "<PIPELINING forced on: the server does not offer it>")
+        elif self.pipelining is False and (offered.pipelining or self.conn.lmtp):
+            self.exchange.log("C", "<PIPELINING forced off: lock-step although offered>")
+        if self.bdat_chunk_size is not None:
+            forced = "" if offered.chunking else ", forced: the server does not offer CHUNKING"
+            self.exchange.log("C", f"<BDAT in chunks of {self.bdat_chunk_size} octets{forced}>")
 
     @_ends_on_violation
     def starttls(self) -> Procedure[Reply]:
         """STARTTLS, the handshake, and EHLO again (RFC 3207). Returns the EHLO reply."""
         self.extensions_before_tls = self.conn.extensions
-        event = yield from self.exchange.command(StartTLS())
+        yield from self.exchange.send([StartTLS()])
+        controls = self.controls
+        if controls.point is ControlPoint.TLS:
+            controls.sent(ControlPoint.TLS)
+        event = yield from self.exchange.reply()
         if not event.accepted:
             if self.tls_mode is TLSMode.OPPORTUNISTIC:
                 return event.reply
@@ -228,7 +315,24 @@ class ClientSession:
             raise RemoteProtocolError("STARTTLS accepted but the session did not pause")
         yield from self._handshake()
         self.conn.tls_established()
+        yield from controls.reached(ControlPoint.TLS, event.reply)
         return (yield from self.hello())
+
+    @_ends_on_violation
+    def xclient(self, attributes: Mapping[str, str]) -> Procedure[Reply]:
+        """XCLIENT (Postfix), its 220 (a new greeting), then EHLO again.
+
+        Returns the 220; ``conn.extensions`` is then what the new EHLO offered.
+
+        Raises:
+            UnsupportedExtensionError: XCLIENT (or one of the attributes) is
+                not offered; nothing was sent.
+            ReplyError: the server refused XCLIENT (501, 503, 550...).
+        """
+        command = Xclient(attributes)
+        reply = yield from self.exchange.checked(command, "XCLIENT")
+        yield from self.hello()
+        return reply
 
     # ------------------------------------------------------------------
     # AUTH
@@ -267,8 +371,13 @@ class ClientSession:
             auth = auth.without_initial_response()
         pending_initial = initial if auth.initial_response is None else None
         yield from exchange.send([auth])
+        controls = self.controls
+        if controls.point is ControlPoint.AUTH:
+            controls.sent(ControlPoint.AUTH)
         while True:
             event = yield from exchange.reply()
+            if not isinstance(event, AuthChallengeReceived):
+                yield from controls.reached(ControlPoint.AUTH, event.reply)
             if isinstance(event, AuthChallengeReceived):
                 if pending_initial is not None:
                     response: Command = AuthResponse(pending_initial)
@@ -436,7 +545,13 @@ class ClientSession:
         return self.command(Help(topic))
 
     def quit(self) -> Procedure[Reply]:
-        """QUIT and wait for the 221. Returns the reply."""
+        """QUIT and wait for the 221. Returns the reply.
+
+        In a session the unsafe path made unchecked, QUIT is written as it
+        is and its reply, whatever it says, ends the session.
+        """
+        if self.conn.unchecked:
+            return unchecked_quit(self.exchange)
         return self.command(Quit())
 
     def _quit_quietly(self) -> Procedure[None]:

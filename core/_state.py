@@ -10,8 +10,10 @@
 #       For each command: the exact codes that are success (RFC 5321 §4.3.2
 #       and the extensions' RFCs), the 3xx that ask for more (354, 334), the
 #       trigger each fires, the trigger of a 4xx or 5xx refusal, whether the
-#       command must end a pipelined group (RFC 2920 §3.1), and which timeout
-#       phase its reply is awaited in. Codes the rule does not name:
+#       command must end a pipelined group (RFC 2920 §3.1), whether a success
+#       starts the session over (XCLIENT: EHLO again, what the server offered
+#       is void), and which timeout phase its reply is awaited in. Codes the
+#       rule does not name:
 #         * 421 to anything, and 221 to anything but QUIT: the server is
 #           closing (SERVICE_CLOSING);
 #         * any other 4xx or 5xx: a refusal, read by its first digit
@@ -103,6 +105,7 @@ class Verb(_IdentityHashed):
     AUTH = "AUTH"
     AUTH_RESPONSE = "AUTH response"
     AUTH_CANCEL = "AUTH cancel (*)"
+    XCLIENT = "XCLIENT"
     QUIT = "QUIT"
 
 
@@ -127,6 +130,7 @@ class Trigger(_IdentityHashed):
     TLS_ESTABLISHED = "TLS handshake done"
     AUTH_CHALLENGED = "AUTH challenge"
     AUTH_ENDED = "AUTH ended"
+    XCLIENT_ACCEPTED = "XCLIENT accepted"
     QUIT_ACCEPTED = "QUIT accepted"
     SERVICE_CLOSING = "service closing"
     CONNECTION_CLOSED = "connection closed"
@@ -185,6 +189,9 @@ class ReplyRule:
             command but QUIT (whose success it is).
         lmtp_final: with LMTP, the trigger after the last of the replies per
             recipient (RFC 2033 §4.2); None when the command has one reply.
+        restarts_session: a success starts the session over, as if the client
+            had just connected: what the server's EHLO reply and AUTH taught
+            is void and EHLO must come again (XCLIENT's 220).
         ends_group: the command must be the last of a pipelined group
             (RFC 2920 §3.1: what may follow depends on its outcome).
         phase: what is awaited after it, for the timeout.
@@ -199,6 +206,7 @@ class ReplyRule:
     listed_refusals: frozenset[int] = frozenset()
     closing: frozenset[int] = frozenset({421, 221})
     lmtp_final: Trigger | None = None
+    restarts_session: bool = False
     ends_group: bool = True
     phase: Phase = Phase.COMMAND
     answered: bool = True
@@ -323,6 +331,15 @@ REPLY_RULES: Mapping[Verb, ReplyRule] = MappingProxyType(
             listed_refusals=_codes(501),
             source="RFC 4954 §4",
         ),
+        # Postfix XCLIENT_README, "XCLIENT server response": the 220 is a new
+        # greeting, "as if the client had just connected"; 501 bad syntax,
+        # 503 inside a mail transaction, 550 not authorized.
+        _V.XCLIENT: ReplyRule(
+            success={220: _T.XCLIENT_ACCEPTED},
+            listed_refusals=_codes(501, 503, 550),
+            restarts_session=True,
+            source="Postfix XCLIENT_README",
+        ),
         _V.QUIT: ReplyRule(success={221: _T.QUIT_ACCEPTED}),
     }
 )
@@ -399,6 +416,8 @@ def _build_transitions() -> dict[tuple[State, Trigger], State]:
         (_S.READY, _T.MAIL_ACCEPTED): _S.MAIL,
         (_S.READY, _T.RSET_ACCEPTED): _S.READY,
         (_S.READY, _T.STARTTLS_ACCEPTED): _S.TLS_HANDSHAKE,
+        # A new greeting: the server must be asked for its extensions again.
+        (_S.READY, _T.XCLIENT_ACCEPTED): _S.CONNECTED,
         (_S.READY, _T.AUTH_CHALLENGED): _S.AUTH,
         (_S.READY, _T.AUTH_ENDED): _S.READY,
         # A BDAT pipelined behind a refused MAIL is refused too: nothing is open.
@@ -445,7 +464,17 @@ ALLOWED_COMMANDS: Mapping[State, frozenset[Verb]] = MappingProxyType(
         _S.REFUSED: frozenset({_V.QUIT}),
         _S.CONNECTED: _BETWEEN_TRANSACTIONS | {_V.EHLO, _V.HELO, _V.LHLO},
         _S.READY: _BETWEEN_TRANSACTIONS
-        | {_V.EHLO, _V.HELO, _V.LHLO, _V.MAIL, _V.VRFY, _V.EXPN, _V.STARTTLS, _V.AUTH},
+        | {
+            _V.EHLO,
+            _V.HELO,
+            _V.LHLO,
+            _V.MAIL,
+            _V.VRFY,
+            _V.EXPN,
+            _V.STARTTLS,
+            _V.AUTH,
+            _V.XCLIENT,
+        },
         _S.MAIL: frozenset({_V.RCPT, _V.RSET, _V.NOOP, _V.QUIT}),
         _S.RCPT: frozenset({_V.RCPT, _V.DATA, _V.BDAT, _V.BDAT_LAST, _V.RSET, _V.NOOP, _V.QUIT}),
         _S.DATA: frozenset({_V.MESSAGE_DATA, _V.END_OF_DATA}),

@@ -25,12 +25,17 @@
 #   costs one round trip. Every job is settled on its own, and a failure that
 #   ends the session keeps the results already settled: the rest get the error
 #   (OutcomeUnknownError for the one whose content was out).
+# * Controls (_control): a stop at MAIL, RCPT or DATA sends the envelope only
+#   up to that point (with PIPELINING too: the group is cut there), a stop at
+#   DOT acts once the content is written or answered. A forced BDAT chunk size
+#   cuts the content into chunks of exactly that many octets. With a stop set,
+#   a batch does not overlap its transactions, so each point is where it says.
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from ._commands import (
     MAIL_OPTIONS,
@@ -44,6 +49,7 @@ from ._commands import (
     Rcpt,
     Rset,
 )
+from ._control import ControlPoint, SessionControls
 from ._data import LineEndingNormalizer
 from ._errors import (
     ConnectionLostError,
@@ -69,6 +75,10 @@ _CHUNK_SIZE = 1 << 20
 # few enough that a refusal wastes little.
 _CHUNKS_IN_FLIGHT = 4
 _WRITE_SIZE = 1 << 16
+_MAIL_POINT = ControlPoint.MAIL
+_DATA_POINT = ControlPoint.DATA
+_DOT = ControlPoint.DOT
+_ENVELOPE_POINTS = frozenset({ControlPoint.MAIL, ControlPoint.RCPT, ControlPoint.DATA})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +179,21 @@ def _check_options(options: Mapping[str, Any] | None, valid: frozenset[str], wha
 class MailTransactions:
     """The mail-transaction procedures over one Exchange."""
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        controls: SessionControls | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
         self._exchange = exchange
         self._conn = exchange.conn
+        self._controls = controls or SessionControls(exchange, None)
+        # The stop point, if any: checked where the content ends (DOT).
+        self._point = self._controls.point
+        self._chunk_size = chunk_size
+        # Content octets pulled and not yet sent in a chunk of _chunk_size.
+        self._held = bytearray()
+        self._held_ended = False
         # Whether the body being sent was read to its end (b""): a batch
         # hands out its bodies one after another, so a job that ends early
         # must have the rest of its body skipped, or the next job would send it.
@@ -242,12 +264,26 @@ class MailTransactions:
         if body.size is not None and ext.supports_size:
             mail_args.setdefault("size", body.size)
         mail = Mail(sender=job.sender, **mail_args)
-        chunked = ext.chunking and (self._conn.pipelining or body.binary)
+        chunked = self._chunk_size is not None or (
+            ext.chunking and (self._conn.pipelining or body.binary)
+        )
+        if chunked and self._point is _DATA_POINT:
+            if body.binary:
+                raise InvalidInputError(
+                    "binary content goes with BDAT, which has no DATA command to stop at"
+                )
+            # A stop at DATA needs a DATA command.
+            chunked = False
         return mail, rcpts, chunked
 
     def _transaction(
         self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool, result: SendResult
     ) -> Procedure[SendResult]:
+        if self._point is not None and self._point in _ENVELOPE_POINTS:
+            yield from self._envelope_until(self._point, mail, rcpts, result)
+        if self._chunk_size is not None:
+            self._held = bytearray()
+            self._held_ended = False
         if self._conn.pipelining:
             return (yield from self._pipelined_transaction(mail, rcpts, body, chunked, result))
         return (yield from self._lockstep_transaction(mail, rcpts, body, chunked, result))
@@ -271,7 +307,13 @@ class MailTransactions:
         conn = self._conn
         # With CHUNKING a message is one round trip already; LMTP's replies per
         # recipient make overlapping more trouble than it saves.
-        overlap = conn.pipelining and not conn.lmtp and not conn.extensions.chunking
+        overlap = (
+            conn.pipelining
+            and not conn.lmtp
+            and not conn.extensions.chunking
+            and self._chunk_size is None
+            and self._point is None
+        )
         carry: list[Command] = []
         awaiting: tuple[int, SendResult] | None = None
         index = -1
@@ -336,6 +378,49 @@ class MailTransactions:
                     results[later] = exc if awaiting is None and later == index else lost
         return [result for result in results if result is not None]
 
+    def _envelope_until(
+        self, point: ControlPoint, mail: Mail, rcpts: list[Rcpt], result: SendResult
+    ) -> Procedure[NoReturn]:
+        """The envelope up to a stop point (with PIPELINING, one group cut there), then stop."""
+        commands: list[Command] = [mail] if point is _MAIL_POINT else [mail, *rcpts]
+        if point is _DATA_POINT:
+            commands.append(Data())
+        exchange = self._exchange
+        controls = self._controls
+        if self._conn.pipelining:
+            yield from exchange.send(commands)
+            controls.sent(point)
+            for _ in commands:
+                last = yield from exchange.reply()
+            raise (yield from controls.end(last.reply))
+        mail_event = yield from self._phase_command(mail, _MAIL_POINT)
+        if point is _MAIL_POINT:
+            raise (yield from controls.end(mail_event.reply))
+        if not mail_event.accepted:
+            # Lock-step goes no further than a refused envelope allows.
+            yield from self._reset()
+            raise reply_error(mail_event.reply, command=mail.transcript_line(), phase="MAIL")
+        for rcpt in rcpts:
+            event = yield from self._phase_command(
+                rcpt, ControlPoint.RCPT if rcpt is rcpts[-1] else None
+            )
+            result.recipients[rcpt.recipient] = event.reply
+        if point is ControlPoint.RCPT:
+            raise (yield from controls.end(event.reply))
+        failure = _envelope_failure(mail, mail_event, result)
+        if failure is not None:
+            yield from self._reset()
+            raise failure
+        event = yield from self._phase_command(Data(), _DATA_POINT)
+        raise (yield from controls.end(event.reply))
+
+    def _phase_command(self, command: Command, point: ControlPoint | None) -> Procedure[ReplyEvent]:
+        """One command and its reply; the command of ``point`` may stop after it is sent."""
+        yield from self._exchange.send([command])
+        if point is not None:
+            self._controls.sent(point)
+        return (yield from self._exchange.reply())
+
     def _envelope_replies(
         self, mail: Mail, rcpts: list[Rcpt], result: SendResult
     ) -> Procedure[tuple[ReplyEvent, ReplyError | None]]:
@@ -379,6 +464,8 @@ class MailTransactions:
         else:
             opener = Data()
         yield from self._exchange.send([mail, *rcpts, opener])
+        if self._point is _DOT and isinstance(opener, Bdat) and opener.last:
+            self._controls.sent(_DOT)
         opener_event, failure = yield from self._envelope_replies(mail, rcpts, result)
         if failure is not None:
             raise (yield from self._abandon(failure, opener_event))
@@ -402,7 +489,7 @@ class MailTransactions:
             normalizer = None if body.binary else LineEndingNormalizer()
             data, last = yield from self._next_chunk(normalizer)
             opener = Bdat(data, last=last)
-            opener_event = yield from command(opener)
+            opener_event = yield from self._phase_command(opener, _DOT if last else None)
             return (yield from self._chunks(result, opener, opener_event, normalizer))
         data_event = yield from command(Data())
         return (yield from self._data_content(result, data_event))
@@ -434,6 +521,8 @@ class MailTransactions:
                     return group
             yield from self._send_content(group)
             if not piece:
+                if self._point is _DOT:
+                    self._controls.sent(_DOT)
                 return []
 
     def _send_content(self, group: list[Command]) -> Procedure[None]:
@@ -469,6 +558,8 @@ class MailTransactions:
         unanswered: deque[Bdat] = deque()
         last_sent = chunk.last
         while True:
+            if chunk.last and self._point is _DOT and not self._conn.lmtp:
+                yield from self._controls.reached(_DOT, event.reply)
             if self._conn.lmtp and chunk.last:
                 return (yield from self._lmtp_delivery(result, event, "BDAT"))
             if not event.accepted:
@@ -490,6 +581,8 @@ class MailTransactions:
                         yield from exchange.reply()
                     yield from self._reset()
                     raise
+                if last_sent and self._point is _DOT:
+                    self._controls.sent(_DOT)
                 unanswered.append(following)
             chunk = unanswered.popleft()
             event = yield from exchange.reply()
@@ -498,6 +591,8 @@ class MailTransactions:
         first = yield from self._exchange.reply()
         if self._conn.lmtp:
             return (yield from self._lmtp_delivery(result, first, phase))
+        if self._point is _DOT:
+            yield from self._controls.reached(_DOT, first.reply)
         result.data = first.reply
         if not first.accepted:
             yield from self._reset()
@@ -519,6 +614,8 @@ class MailTransactions:
             if not self._conn.pending or self._conn.pending[0] is not event.command:
                 break
             event = yield from self._exchange.reply()
+        if self._point is _DOT:
+            yield from self._controls.reached(_DOT, event.reply)
         if not any(reply.is_success for reply in result.delivery.values()):
             yield from self._reset()
             error = reply_error(
@@ -530,6 +627,8 @@ class MailTransactions:
 
     def _next_chunk(self, normalizer: LineEndingNormalizer | None) -> Procedure[tuple[bytes, bool]]:
         """The next BDAT chunk, up to about _CHUNK_SIZE, and whether it is the last."""
+        if self._chunk_size is not None:
+            return (yield from self._next_sized_chunk(normalizer, self._chunk_size))
         parts: list[bytes] = []
         size = 0
         while size < _CHUNK_SIZE:
@@ -543,6 +642,28 @@ class MailTransactions:
             parts.append(piece)
             size += len(piece)
         return b"".join(parts), False
+
+    def _next_sized_chunk(
+        self, normalizer: LineEndingNormalizer | None, size: int
+    ) -> Procedure[tuple[bytes, bool]]:
+        """The next chunk of exactly ``size`` octets (the last may be shorter)."""
+        held = self._held
+        # One octet more than a chunk tells whether this chunk is the last.
+        while len(held) <= size and not self._held_ended:
+            piece = yield from self._pull()
+            if not piece:
+                self._held_ended = True
+                if normalizer is not None:
+                    held += normalizer.end()
+            else:
+                held += piece if normalizer is None else normalizer.encode(piece)
+        if len(held) > size:
+            chunk = bytes(held[:size])
+            del held[:size]
+            return chunk, False
+        chunk = bytes(held)
+        held.clear()
+        return chunk, True
 
     def _reset(self) -> Procedure[None]:
         """RSET after a failed transaction.

@@ -13,6 +13,11 @@ defaults of a well-behaved server, run in the way the test needs::
     running.transcript  # every unit the client sent, every write of the server
     running.messages  # what was delivered
 
+``replay("session.jsonl")`` turns a session captured with `smtpbee.SessionLog`
+(``--log FILE`` on the command line) into such a server: it answers each
+command as the logged server did and records every command that differs in
+``server.divergences``.
+
 ``server.driver()`` answers a `smtpbee.ClientSession` procedure's I/O requests
 from the same table without a socket, and ``server.session()`` is the server
 without I/O at all (bytes in, outputs out). Hypothesis strategies for replies,
@@ -55,6 +60,7 @@ from ._model import (
     stall,
     start_tls,
 )
+from ._replay import Divergence, ReplayServer, replay
 from ._running import RunningServer, ThreadedServer
 from ._server import DEFAULT_HOSTNAME, ScriptedServer
 
@@ -70,6 +76,7 @@ __all__ = [
     "AsyncioServer",
     "Close",
     "Command",
+    "Divergence",
     "Drip",
     "Entry",
     "Handler",
@@ -79,6 +86,7 @@ __all__ = [
     "Output",
     "Pause",
     "ProcedureDriver",
+    "ReplayServer",
     "Replies",
     "Reset",
     "Response",
@@ -94,6 +102,7 @@ __all__ = [
     "drip",
     "inject",
     "pause",
+    "replay",
     "replies",
     "reply",
     "reset",

@@ -43,6 +43,7 @@ from smtpbee import (
     Rset,
     StartTLS,
     Vrfy,
+    Xclient,
 )
 from smtpbee._connection import _CELLS, _GREETING_CELLS
 from smtpbee._render import render_reply_matrix, render_state_machine, trigger_label
@@ -163,11 +164,13 @@ def test_the_rfc_success_codes() -> None:
     assert success[Verb.STARTTLS] == [220]
     assert success[Verb.AUTH] == success[Verb.AUTH_RESPONSE] == [235]
     assert success[Verb.AUTH_CANCEL] == []
+    assert success[Verb.XCLIENT] == [220]  # Postfix XCLIENT_README
     assert sorted(GREETING_RULE.success) == [220]
 
 
 def test_every_rule_names_its_source_and_content_has_no_reply() -> None:
-    assert all(re.search(r"RFC \d+", r.source) for r in (GREETING_RULE, *REPLY_RULES.values()))
+    sources = [r.source for r in (GREETING_RULE, *REPLY_RULES.values())]
+    assert all(re.search(r"RFC \d+|Postfix [A-Z]+_README", source) for source in sources)
     assert [v for v, r in REPLY_RULES.items() if not r.answered] == [Verb.MESSAGE_DATA]
 
 
@@ -230,7 +233,7 @@ def test_every_compiled_cell_agrees_with_the_declarations() -> None:
 
 EHLO_REPLY = (
     b"250-mx.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-STARTTLS\r\n"
-    b"250-AUTH PLAIN LOGIN\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+    b"250-AUTH PLAIN LOGIN\r\n250-8BITMIME\r\n250-XCLIENT NAME ADDR\r\n250 SMTPUTF8\r\n"
 )
 MAIL = Mail(sender="a@x.test")
 RCPT = Rcpt(recipient="b@x.test")
@@ -289,6 +292,7 @@ SETUPS = [
     Setup("STARTTLS", State.READY, Verb.STARTTLS, (*READY, [StartTLS()])),
     Setup("AUTH", State.READY, Verb.AUTH, (*READY, [Auth("PLAIN", b"\0u\0p")])),
     Setup("QUIT", State.READY, Verb.QUIT, (*READY, [Quit()])),
+    Setup("XCLIENT", State.READY, Verb.XCLIENT, (*READY, [Xclient({"ADDR": "192.0.2.1"})])),
     Setup("RCPT", State.MAIL, Verb.RCPT, (*IN_MAIL, [RCPT])),
     Setup("RSET in MAIL", State.MAIL, Verb.RSET, (*IN_MAIL, [Rset()])),
     Setup("NOOP in MAIL", State.MAIL, Verb.NOOP, (*IN_MAIL, [Noop()])),

@@ -4,38 +4,41 @@
 # (its arguments checked at once, so a typo fails here and not inside a
 # procedure), the TLS mode (resolved by the core), the default SSL context
 # (built only when TLS is used), the ClientSession made once the local address
-# is known, and the plans behind the methods that translate the user's Python
-# values (a message, a body, a batch) into a procedure and its body pieces.
+# is known, and the options of testers (stop points, forced pipelining and
+# chunking, a PROXY header, a session log) handed to it. The plans behind the
+# methods are in _plans.
 #
 # Invariant: nothing here decides anything about the protocol.
 from __future__ import annotations
 
-import email.message
 import ssl
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smtpbee._errors import InvalidInputError, LocalProtocolError, SMTPError
+from smtpbee._control import Stop, check_controls
+from smtpbee._errors import InvalidInputError, LocalProtocolError
 from smtpbee._exchange import Transcript
 from smtpbee._extensions import Extensions
 from smtpbee._procedures import ClientSession
+from smtpbee._proxy_header import ProxyHeader
 from smtpbee._receivebuffer import ReplyLimits
-from smtpbee._requests import Procedure, Timeouts, TLSMode, resolve_tls_mode
-from smtpbee._transaction import SendResult
+from smtpbee._requests import Timeouts, TLSMode, resolve_tls_mode
 from smtpbee.transports._common import (
     TLSInfo,
     default_ssl_context,
     local_hostname_for,
     logged_transcript,
 )
-from smtpbee.transports._message import BatchItem, batch_source, body_source, prepare_message
+from smtpbee.transports._plans import Plans
 from smtpbee.transports._proxy import ProxyURL, parse_proxy
 from smtpbee.transports._target import check_target, parse_connection_url
+
+if TYPE_CHECKING:
+    from smtpbee._session_log import SessionLog
 
 __all__ = ["ClientBase"]
 
 
-class ClientBase:
+class ClientBase(Plans):
     """The configuration every client shares; the methods are in _async/client.py.
 
     Args:
@@ -75,6 +78,14 @@ class ClientBase:
         limits: size limits for the server's replies (ReplyLimits).
         transcript: called with ("C" or "S", line) for every line of the
             session, secrets redacted and server text escaped; see transcript_to.
+        session_log: a smtpbee.SessionLog recording every byte and event.
+        stop: a smtpbee.Stop: end the session at a control point (raises
+            SessionStopped there). For testing servers, as are the next three.
+        pipelining: True groups commands even when PIPELINING is not
+            offered, False never groups them; None: as offered.
+        bdat_chunk_size: send the content with BDAT in chunks of exactly
+            this many octets, even when CHUNKING is not offered.
+        proxy_protocol: a smtpbee.ProxyHeader written before anything else.
 
     Raises:
         InvalidInputError: an argument that cannot work (an unknown TLS mode,
@@ -102,6 +113,11 @@ class ClientBase:
         lmtp: bool | None = None,
         limits: ReplyLimits | None = None,
         transcript: Transcript | None = None,
+        session_log: SessionLog | None = None,
+        stop: Stop | None = None,
+        pipelining: bool | None = None,
+        bdat_chunk_size: int | None = None,
+        proxy_protocol: ProxyHeader | None = None,
     ) -> None:
         if host is None and sock is None:
             raise InvalidInputError("give a host (or a connected sock)")
@@ -143,12 +159,19 @@ class ClientBase:
         self.lmtp = bool(lmtp)
         self.limits = limits
         self.transcript = transcript
+        check_controls(stop, bdat_chunk_size)
+        if proxy_protocol is not None and not isinstance(proxy_protocol, ProxyHeader):
+            raise InvalidInputError("proxy_protocol must be a smtpbee.ProxyHeader")
+        self._controls: dict[str, Any] = {
+            "session_log": session_log,
+            "stop": stop,
+            "pipelining": pipelining,
+            "bdat_chunk_size": bdat_chunk_size,
+            "proxy_header": proxy_protocol,
+        }
         self._session: ClientSession | None = None
         self.tls_info: TLSInfo | None = None
         """The TLS layer of the connection, or None while it is plaintext."""
-
-    _takes_async_bodies = False
-    """Whether bodies may be async iterables (the async clients say yes)."""
 
     @staticmethod
     def _is_tls(sock: Any) -> bool:
@@ -194,54 +217,6 @@ class ClientBase:
             timeouts=self.timeouts,
             limits=self.limits,
             transcript=logged_transcript(self.transcript),
+            **self._controls,
         )
         return self._session
-
-    def _plan_sendmail(
-        self,
-        sender: str,
-        recipients: str | Sequence[str],
-        body: Any,
-        mail_options: Mapping[str, Any] | None,
-        rcpt_options: Mapping[str, Any] | None,
-        smtputf8: bool,
-    ) -> tuple[Procedure[SendResult], Iterator[bytes] | AsyncIterable[bytes]]:
-        info, pieces = body_source(body)
-        if isinstance(pieces, AsyncIterable) and not self._takes_async_bodies:
-            raise InvalidInputError("an async iterable body needs the asyncio or trio transport")
-        if isinstance(recipients, str):
-            recipients = [recipients]
-        proc = self.session.sendmail(
-            sender,
-            recipients,
-            body=info,
-            smtputf8=smtputf8,
-            mail_options=mail_options,
-            rcpt_options=rcpt_options,
-        )
-        return proc, pieces
-
-    def _plan_batch(
-        self, items: Iterable[BatchItem]
-    ) -> tuple[Procedure[list[SendResult | SMTPError]], Iterator[bytes]]:
-        jobs, bodies = batch_source(items, self.extensions)
-        return self.session.send_batch(jobs), bodies
-
-    def _plan_message(
-        self,
-        msg: email.message.Message,
-        sender: str | None,
-        recipients: Sequence[str] | None,
-        mail_options: Mapping[str, Any] | None,
-        rcpt_options: Mapping[str, Any] | None,
-    ) -> tuple[Procedure[SendResult], Iterator[bytes] | AsyncIterable[bytes]]:
-        server = self.extensions
-        prepared = prepare_message(msg, sender=sender, recipients=recipients, server=server)
-        return self._plan_sendmail(
-            prepared.sender,
-            prepared.recipients,
-            prepared.data,
-            mail_options,
-            rcpt_options,
-            prepared.smtputf8,
-        )

@@ -2,21 +2,18 @@
 # smtpbee/transports/_async/client
 #
 # The public methods of every client and the loop that runs the core's
-# procedures, written once: _sync/ is generated from _async/ (the same code
-# without async and await) by tools/generate_sync.py, checked current by
-# tests/test_generated.py, so a method added here lands in all three clients.
+# procedures, written once: _sync/ is generated from _async/ without async and
+# await (tools/generate_sync.py), so a method lands in all three clients.
 #
 # Theory of operation
 # -------------------
 # Each public method plans a procedure (ClientBase._plan_*, or a session
-# method) and _run() answers its requests through the hooks each framework
-# fills in: _open (the TCP connection), _serve (one request), _abort (drop the
-# connection at once), close (end it politely) and _new_lock. Invariants:
+# method) and _run() answers its requests through the hooks (_async/hooks.py)
+# each framework fills in. Invariants:
 #   * one procedure at a time: _run holds the client's lock, so tasks (or
 #     threads) sharing a client take turns instead of interleaving commands;
-#   * an I/O failure is mapped to smtpbee's own error (as_smtp_error) and
-#     thrown into the procedure, which decides what it means (for example
-#     OutcomeUnknownError once content is out);
+#   * an I/O failure becomes smtpbee's own error (as_smtp_error), thrown into
+#     the procedure, which decides what it means (OutcomeUnknownError...);
 #   * cancellation, or any failure that is not smtpbee's, in the middle of a
 #     procedure marks the session failed and aborts the connection: no
 #     half-written command is ever followed by another;
@@ -120,6 +117,10 @@ class SyncClient(SyncHooks):
         """STARTTLS now (for tls="none"); returns the reply to the new EHLO."""
         return self._run(self.session.starttls())
 
+    def xclient(self, attributes: Mapping[str, str]) -> Reply:
+        """XCLIENT (Postfix), then EHLO again; returns XCLIENT's 220 (a new greeting)."""
+        return self._run(self.session.xclient(attributes))
+
     def login(
         self,
         username: str,
@@ -194,9 +195,8 @@ class SyncClient(SyncHooks):
 
         Each item is an email message or a ``(sender, recipients, body)`` tuple.
         With PIPELINING one message's terminator and the next one's envelope
-        share a write: one round trip per message. Returns, per item, its
-        SendResult or the SMTPError that ended it; results settled before a
-        failure that ends the session are kept.
+        share a write. Returns, per item, its SendResult or the SMTPError that
+        ended it; results settled before a session-ending failure are kept.
         """
         proc, bodies = self._plan_batch(items)
         return self._run(proc, bodies)
