@@ -3,14 +3,15 @@
 # The command-line tool: `smtpbee` and `python -m smtpbee`.
 #
 # This file only wires argparse: one subcommand per module (_send, _probe,
-# _tour, _states, _replay), each owning its options (add_arguments) and its logic
-# (main(args) -> exit code). The names, options, JSON keys and exit codes are
-# a contract (docs: README.md, design notes section 5): other tools drive them.
+# _tour, _states, _replay, _shell, _audit), each owning its options
+# (add_arguments) and its logic (main(args) -> exit code). The names, options,
+# JSON keys and exit codes are a contract (docs: README.md, design notes
+# section 5): other tools drive them.
 #
 # Invariant: a usage mistake is one line on stderr and exit 64, never a
 # traceback (ArgumentParser.error is overridden for the parser and every
 # subparser, since subparsers are built from the parser's own class).
-"""smtpbee's command-line tool: send, probe, tour, states."""
+"""smtpbee's command-line tool: send, probe, tour, states, replay, shell, audit."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import NoReturn
 
 from smtpbee import __version__
 
-from . import _probe, _replay, _send, _states, _tour
+from . import _audit, _probe, _replay, _send, _shell, _states, _tour
 from ._output import ExitCode, error_line
 
 __all__ = ["build_parser", "main"]
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("tour", _tour, "an annotated SMTP session with a built-in server"),
         ("states", _states, "print the client's state machine"),
         ("replay", _replay, "serve a captured session log as a scripted server"),
+        ("shell", _shell, "SMTP by hand, with a guide"),
+        ("audit", _audit, "check a server's conformance and hygiene (read-only)"),
     ):
         sub = commands.add_parser(
             name,

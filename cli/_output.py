@@ -28,6 +28,7 @@ from smtpbee import (
     PermanentReplyError,
     RemoteProtocolError,
     Reply,
+    SessionStopped,
     SMTPTimeoutError,
     StartTLSInjectionError,
     TLSRequiredError,
@@ -47,6 +48,8 @@ __all__ = [
     "extensions_list",
     "print_json",
     "reply_json",
+    "stopped_json",
+    "stopped_text",
     "tls_json",
 ]
 
@@ -156,6 +159,24 @@ def reply_json(reply: Reply | None) -> dict[str, Any] | None:
         return None
     enhanced = str(reply.enhanced) if reply.enhanced is not None else None
     return {"code": reply.code, "enhanced": enhanced, "text": reply.text}
+
+
+def stopped_json(stopped: SessionStopped | None) -> dict[str, Any] | None:
+    """Where a session stopped as asked: ``{point, action, reply}``, or None."""
+    if stopped is None:
+        return None
+    return {
+        "point": stopped.point.value,
+        "action": stopped.action,
+        "reply": reply_json(stopped.reply),
+    }
+
+
+def stopped_text(stopped: SessionStopped) -> str:
+    """``after RCPT (quit), last reply 250 2.1.5 Ok``."""
+    how = "quit" if stopped.action == "quit" else "connection dropped"
+    last = f", last reply {stopped.reply}" if stopped.reply is not None else ""
+    return f"after {stopped.point.value} ({how}){last}"
 
 
 def extensions_list(extensions: Extensions | None) -> list[str]:

@@ -14,9 +14,24 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from smtpbee import Reply, SMTPError, escape_text
+from smtpbee import Reply, SessionStopped, SMTPError, escape_text
 
-from ._client import Client, Connection, make_client, run
+from ._client import (
+    Client,
+    Connection,
+    Controls,
+    add_control_arguments,
+    client_connection,
+    client_options,
+    close_socket,
+    controls_from,
+    make_client,
+    new_session_log,
+    open_session,
+    open_socket,
+    run,
+    write_session_log,
+)
 from ._output import (
     ExitCode,
     Failure,
@@ -27,19 +42,20 @@ from ._output import (
     extensions_list,
     print_json,
     reply_json,
+    stopped_json,
+    stopped_text,
     tls_json,
 )
-from ._send import add_connection_arguments, connection_from
+from ._send import add_connection_arguments, add_server_argument, connection_from
 
 __all__ = ["Findings", "add_arguments", "main", "probe"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``smtpbee probe``."""
-    parser.add_argument(
-        "--server", required=True, metavar="HOST[:PORT]", help="port 25 unless given"
-    )
+    add_server_argument(parser)
     add_connection_arguments(parser)
+    add_control_arguments(parser, probe=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -52,15 +68,24 @@ class Findings:
     extensions: list[str] = field(default_factory=list)
     tls: dict[str, Any] | None = None
     failure: Failure | None = None
+    xclient: Reply | None = None
+    stopped: SessionStopped | None = None
 
 
-async def probe(client: Client) -> Findings:
-    """Connect (EHLO, STARTTLS, EHLO as the mode says), note everything, QUIT."""
+async def probe(
+    client: Client, conn: Connection | None = None, controls: Controls | None = None
+) -> Findings:
+    """Connect (EHLO, STARTTLS, EHLO as the mode says; XCLIENT if asked), note everything, QUIT."""
     found = Findings()
     try:
-        await client.connect()
+        if conn is None or controls is None:
+            await client.connect()
+        else:
+            found.xclient = await open_session(client, conn, controls)
         with contextlib.suppress(SMTPError, OSError):
             await client.quit()
+    except SessionStopped as stopped:
+        found.stopped = stopped
     except (SMTPError, OSError) as exc:
         found.failure = classify(exc)
     finally:
@@ -76,7 +101,8 @@ async def probe(client: Client) -> Findings:
 
 
 def _report_text(conn: Connection, found: Findings) -> None:
-    print(f"server      {conn.host}:{conn.port} (tls {conn.tls.value}, transport {conn.transport})")
+    protocol = "lmtp, " if conn.lmtp else ""
+    print(f"server      {conn.label} ({protocol}tls {conn.tls.value}, transport {conn.transport})")
     if found.greeting is not None:
         lines = [escape_text(line) for line in found.greeting.text.split("\n")]
         print(f"greeting    {found.greeting.code} {lines[0]}")
@@ -93,6 +119,10 @@ def _report_text(conn: Connection, found: Findings) -> None:
         print(f"certificate {check}" + (f", subject {tls['subject']}" if tls["subject"] else ""))
     else:
         print("tls         none: the session was not encrypted")
+    if found.xclient is not None:
+        print(f"xclient     {found.xclient}")
+    if found.stopped is not None:
+        print(f"stopped     {stopped_text(found.stopped)}")
     label = "after STARTTLS" if found.extensions_before_tls is not None else "(EHLO)"
     print(f"extensions {label}:")
     for keyword in found.extensions:
@@ -106,19 +136,34 @@ def main(args: argparse.Namespace) -> int:
         if conn.insecure:
             print("smtpbee: warning: --insecure: the server's certificate is NOT verified",
                   file=sys.stderr)  # fmt: skip
-        client = make_client(conn, None)
+        controls = controls_from(args, conn)
+        log = new_session_log(conn, controls)
     except (InputError, UsageError) as exc:
         failure = classify(exc)
         error_line(failure.text)
         return failure.exit_code
-    found = run(conn.transport, lambda: probe(client))
+    sock = None
+    try:
+        sock = open_socket(conn, controls)
+        options = client_options(controls, sock, log)
+        client = make_client(client_connection(conn, controls), None, sock, **options)
+    except (UsageError, SMTPError, OSError) as exc:
+        close_socket(sock)
+        failure = classify(exc)
+        error_line(failure.text)
+        return failure.exit_code
+    try:
+        found = run(conn.transport, lambda: probe(client, conn, controls))
+    finally:
+        write_session_log(log, controls.log_path)
     exit_code = found.failure.exit_code if found.failure is not None else ExitCode.OK
     if args.json:
         print_json(
             {
                 "ok": found.failure is None,
                 "exit_code": int(exit_code),
-                "server": f"{conn.host}:{conn.port}",
+                "server": conn.label,
+                "protocol": "lmtp" if conn.lmtp else "smtp",
                 "transport": conn.transport,
                 "tls_mode": conn.tls.value,
                 "insecure": conn.insecure,
@@ -126,6 +171,8 @@ def main(args: argparse.Namespace) -> int:
                 "extensions_before_tls": found.extensions_before_tls,
                 "extensions": found.extensions,
                 "tls": found.tls,
+                "xclient": reply_json(found.xclient),
+                "stopped": stopped_json(found.stopped),
                 "error": found.failure.as_json() if found.failure else None,
             }
         )
