@@ -17,6 +17,10 @@
 #   transaction with a ReplyError after an RSET, so the session can go on; a
 #   DATA that is accepted although every recipient was refused gets the
 #   terminator alone (RFC 2920 §3.1).
+# * A refusal read settles its transaction: when the server then closes (or
+#   breaks SMTP) before the RSET or before the rest of a pipelined envelope
+#   is answered, the refusal is what the caller gets, not a connection error
+#   that would invite a retry; the session is over all the same.
 # * What each reply means comes from the events (accepted or not, a
 #   ContentRequested for the 354, the recipient of each LMTP reply): nothing
 #   here reads a reply code.
@@ -35,7 +39,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from ._commands import (
     MAIL_OPTIONS,
@@ -78,6 +82,7 @@ _WRITE_SIZE = 1 << 16
 _MAIL_POINT = ControlPoint.MAIL
 _DATA_POINT = ControlPoint.DATA
 _DOT = ControlPoint.DOT
+_Failure = TypeVar("_Failure", bound=SMTPError)
 _ENVELOPE_POINTS = frozenset({ControlPoint.MAIL, ControlPoint.RCPT, ControlPoint.DATA})
 
 
@@ -198,6 +203,9 @@ class MailTransactions:
         # hands out its bodies one after another, so a job that ends early
         # must have the rest of its body skipped, or the next job would send it.
         self._body_ended = False
+        # What ended the session after a refusal had settled its transaction
+        # (see _reset_after): the error for the jobs of a batch that follow.
+        self._ended_after_refusal: SMTPError | None = None
 
     def _pull(self) -> Procedure[bytes]:
         piece: bytes = yield PullBody()
@@ -220,7 +228,8 @@ class MailTransactions:
         Raises:
             ReplyError: MAIL refused, every recipient refused (``.recipients``
                 holds each reply), or the content refused. The transaction is
-                reset first, so the session can go on.
+                reset first, so the session can go on; when the server closes
+                instead, the refusal is still what is raised.
             LocalProtocolError: bad input; nothing was sent.
             OutcomeUnknownError: the connection failed after content was
                 written (``.recipients`` says who would have it).
@@ -359,6 +368,8 @@ class MailTransactions:
                 opener, failure = yield from self._envelope_replies(mail, rcpts, result)
                 if failure is not None or not isinstance(opener, ContentRequested):
                     results[index] = yield from self._abandon(failure, opener)
+                    if self._ended_after_refusal is not None:
+                        raise self._ended_after_refusal
                     yield from self._skip_body()
                     continue
                 carry = yield from self._stream_content([EndOfData()], write_last=False)
@@ -369,13 +380,17 @@ class MailTransactions:
         except SMTPError as exc:
             # The session is over. The message whose content was out has the
             # error the exchange chose for it (OutcomeUnknownError, or the
-            # server's answer); the others were not delivered.
+            # server's answer); a refusal that came before the end is its
+            # job's result; the others were not delivered.
+            ended = self._ended_after_refusal or exc
             if awaiting is not None:
                 results[awaiting[0]] = exc
-            lost = _envelope_lost(exc)
+            elif exc is not ended and results[index] is None:
+                results[index] = exc
+            lost = _envelope_lost(ended)
             for later in range(max(index, 0), len(jobs)):
                 if results[later] is None:
-                    results[later] = exc if awaiting is None and later == index else lost
+                    results[later] = ended if awaiting is None and later == index else lost
         return [result for result in results if result is not None]
 
     def _envelope_until(
@@ -398,8 +413,8 @@ class MailTransactions:
             raise (yield from controls.end(mail_event.reply))
         if not mail_event.accepted:
             # Lock-step goes no further than a refused envelope allows.
-            yield from self._reset()
-            raise reply_error(mail_event.reply, command=mail.transcript_line(), phase="MAIL")
+            refusal = reply_error(mail_event.reply, command=mail.transcript_line(), phase="MAIL")
+            raise (yield from self._reset_after(refusal))
         for rcpt in rcpts:
             event = yield from self._phase_command(
                 rcpt, ControlPoint.RCPT if rcpt is rcpts[-1] else None
@@ -409,8 +424,7 @@ class MailTransactions:
             raise (yield from controls.end(event.reply))
         failure = _envelope_failure(mail, mail_event, result)
         if failure is not None:
-            yield from self._reset()
-            raise failure
+            raise (yield from self._reset_after(failure))
         event = yield from self._phase_command(Data(), _DATA_POINT)
         raise (yield from controls.end(event.reply))
 
@@ -427,9 +441,22 @@ class MailTransactions:
         """The replies to MAIL, each RCPT and the opener; the envelope's failure, if any."""
         reply = self._exchange.reply
         mail_event = yield from reply()
-        for rcpt in rcpts:
-            result.recipients[rcpt.recipient] = (yield from reply()).reply
-        opener = yield from reply()
+        answered = 0
+        try:
+            for rcpt in rcpts:
+                result.recipients[rcpt.recipient] = (yield from reply()).reply
+                answered += 1
+            opener = yield from reply()
+        except SMTPError as exc:
+            # The session ended with part of the group unanswered: a refused
+            # MAIL, or every recipient refused, settled the envelope already.
+            settled = not mail_event.accepted or answered == len(rcpts)
+            failure = _envelope_failure(mail, mail_event, result) if settled else None
+            if failure is None:
+                raise
+            failure.__context__ = exc
+            self._ended_after_refusal = exc
+            raise failure  # noqa: B904 - the refusal is the outcome, exc its context
         return opener, _envelope_failure(mail, mail_event, result)
 
     def _abandon(self, failure: ReplyError | None, opener: ReplyEvent) -> Procedure[ReplyError]:
@@ -438,8 +465,11 @@ class MailTransactions:
             # RFC 2920 §3.1: DATA accepted with no recipient: end it at once.
             yield from self._exchange.send([EndOfData()])
             yield from self._exchange.reply()
-        yield from self._reset()
-        return failure or reply_error(opener.reply, command="DATA", phase="DATA")
+        return (
+            yield from self._reset_after(
+                failure or reply_error(opener.reply, command="DATA", phase="DATA")
+            )
+        )
 
     def _settle(self, result: SendResult) -> Procedure[SendResult | SMTPError]:
         """Read the final reply of an overlapped transaction.
@@ -483,8 +513,7 @@ class MailTransactions:
                 result.recipients[rcpt.recipient] = (yield from command(rcpt)).reply
         failure = _envelope_failure(mail, mail_event, result)
         if failure is not None:
-            yield from self._reset()
-            raise failure
+            raise (yield from self._reset_after(failure))
         if chunked:
             normalizer = None if body.binary else LineEndingNormalizer()
             data, last = yield from self._next_chunk(normalizer)
@@ -565,8 +594,8 @@ class MailTransactions:
             if not event.accepted:
                 for _ in unanswered:  # already on their way: their replies come first
                     yield from exchange.reply()
-                yield from self._reset()
-                raise reply_error(event.reply, command=chunk.transcript_line(), phase="BDAT")
+                refusal = reply_error(event.reply, command=chunk.transcript_line(), phase="BDAT")
+                raise (yield from self._reset_after(refusal))
             if chunk.last:
                 result.data = event.reply
                 return result
@@ -575,12 +604,11 @@ class MailTransactions:
                 following = Bdat(data, last=last_sent)
                 try:
                     yield from exchange.send([following])
-                except LocalProtocolError:
+                except LocalProtocolError as exc:
                     # Nothing of this chunk went out: abandon the transaction.
                     for _ in unanswered:
                         yield from exchange.reply()
-                    yield from self._reset()
-                    raise
+                    raise (yield from self._reset_after(exc))  # noqa: B904 - exc itself
                 if last_sent and self._point is _DOT:
                     self._controls.sent(_DOT)
                 unanswered.append(following)
@@ -595,8 +623,8 @@ class MailTransactions:
             yield from self._controls.reached(_DOT, first.reply)
         result.data = first.reply
         if not first.accepted:
-            yield from self._reset()
-            raise reply_error(first.reply, phase=f"{phase} (end of content)")
+            refusal = reply_error(first.reply, phase=f"{phase} (end of content)")
+            raise (yield from self._reset_after(refusal))
         return result
 
     def _lmtp_delivery(
@@ -617,12 +645,11 @@ class MailTransactions:
         if self._point is _DOT:
             yield from self._controls.reached(_DOT, event.reply)
         if not any(reply.is_success for reply in result.delivery.values()):
-            yield from self._reset()
             error = reply_error(
                 event.reply, phase=f"{phase} (LMTP delivery to every recipient failed)"
             )
             error.recipients = dict(result.delivery)
-            raise error
+            raise (yield from self._reset_after(error))
         return result
 
     def _next_chunk(self, normalizer: LineEndingNormalizer | None) -> Procedure[tuple[bytes, bool]]:
@@ -665,13 +692,19 @@ class MailTransactions:
         held.clear()
         return chunk, True
 
-    def _reset(self) -> Procedure[None]:
-        """RSET after a failed transaction.
+    def _reset_after(self, failure: _Failure) -> Procedure[_Failure]:
+        """RSET after a failed transaction; the failure to raise, whatever the RSET met.
 
-        Only reached while the session is alive: a 421, a closed connection
-        or an I/O error has already raised out of the exchange.
+        A server that closes, or breaks SMTP, right after refusing ends the
+        session (the exchange did), but the refusal stays the outcome: what
+        the RSET met becomes its ``__context__``.
         """
-        yield from self._exchange.command(Rset())
+        try:
+            yield from self._exchange.command(Rset())
+        except SMTPError as exc:
+            failure.__context__ = exc
+            self._ended_after_refusal = exc
+        return failure
 
 
 def _envelope_failure(mail: Mail, mail_event: ReplyEvent, result: SendResult) -> ReplyError | None:

@@ -1378,6 +1378,8 @@ TLS_CASES = (
 TIMEOUTS_AND_FAULTS: Category = "timeouts and faults"
 TIMEOUTS = "RFC 5321 §4.5.3.2 (a timeout per phase)"
 UNKNOWN = "RFC 5321 §4.5.3.2 (duplicates); smtpbee design (OutcomeUnknownError)"
+SETTLED = "RFC 5321 §3.3, §4.2.5; smtpbee design (a refusal read is never replaced)"
+NO_RETRY = twice(b"MAIL FROM", "a refused transaction was tried again")
 
 
 def _deadline(
@@ -1722,6 +1724,87 @@ FAULTS = (
         NO_CONTENT,
         Forbidden(b"RSET", "nothing may be sent to a closing server"),
         steps=SEND,
+    ),
+    *(
+        case(
+            f"refused-mail-then-close-{how}",
+            TIMEOUTS_AND_FAULTS,
+            f"554 to MAIL ({how}), then the server closes: the refusal is the outcome (a "
+            "permanent error, not a connection error that invites a retry)",
+            SETTLED,
+            Server({"MAIL": ["554 5.7.1 not from you", close()]}, extensions=extensions),
+            Expect(PermanentReplyError, match="554", usable=False, delivered=0),
+            NO_RETRY,
+            # With CHUNKING the content is in the group (RFC 3030 §4.2: refused with MAIL).
+            *(() if how == "bdat" else (NO_CONTENT,)),
+            steps=SEND,
+        )
+        for how, extensions in (
+            ("lockstep", ()),
+            ("pipelined", ("PIPELINING",)),
+            ("bdat", CHUNKING),
+        )
+    ),
+    case(
+        "refused-rcpt-then-close",
+        TIMEOUTS_AND_FAULTS,
+        "550 to the only RCPT of a pipelined group, then the server closes before answering "
+        "DATA: every recipient was refused, so that is the outcome; no content",
+        SETTLED,
+        Server({"RCPT": ["550 5.1.1 no such user", close()]}),
+        Expect(PermanentReplyError, match="550", usable=False, delivered=0),
+        NO_CONTENT,
+        NO_RETRY,
+        steps=SEND,
+    ),
+    case(
+        "refused-content-then-close",
+        TIMEOUTS_AND_FAULTS,
+        "554 to the final dot, then the server closes before the RSET is answered: the "
+        "content was refused, and that is the outcome (not OutcomeUnknownError)",
+        SETTLED,
+        Server({"MESSAGE": ["554 5.7.1 refused", close()]}),
+        Expect(PermanentReplyError, match="554", usable=False, delivered=0),
+        NO_RETRY,
+        steps=SEND,
+    ),
+    case(
+        "refused-then-close-in-batch",
+        TIMEOUTS_AND_FAULTS,
+        "554 to the second MAIL of a batch, then the server closes: the first keeps its "
+        "result, the second gets the refusal, the third the lost connection",
+        SETTLED,
+        Server({"MAIL": replies(DEFAULT, ["554 5.7.1 not from you", close()])}),
+        Expect(
+            batch=("SendResult", "PermanentReplyError", "ConnectionLostError"),
+            usable=False,
+            delivered=1,
+        ),
+        NO_THIRD,
+        ONE_FIRST,
+        steps=(Batch(BATCH),),
+    ),
+    case(
+        "refused-rcpt-then-close-in-batch",
+        TIMEOUTS_AND_FAULTS,
+        "the second message's only RCPT refused, 554 to its DATA, then the server closes "
+        "before the RSET is answered: the second gets the refusal, the third the lost "
+        "connection",
+        SETTLED,
+        Server(
+            {
+                "RCPT": replies(DEFAULT, "550 5.1.1 no such user"),
+                "DATA": replies(DEFAULT, ["554 5.5.1 no valid recipients", close()]),
+            }
+        ),
+        Expect(
+            batch=("SendResult", "PermanentReplyError", "ConnectionLostError"),
+            usable=False,
+            delivered=1,
+        ),
+        NO_THIRD,
+        ONE_FIRST,
+        steps=(Batch(BATCH),),
     ),
     case(
         "tls-cut-mid-reply",
