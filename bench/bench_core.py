@@ -1,7 +1,19 @@
-"""The sans-I/O core alone: CPU per mail transaction, beside a minimal hand-written client.
+"""The sans-I/O core alone: CPU per reply parsed and per mail transaction, beside peers.
 
-Run with ``python bench/bench_core.py [--transactions N] [--profile]``. No socket is
-involved: a Connection is driven through N pipelined transactions (MAIL, RCPT and
+Run with ``python bench/bench_core.py [--replies N] [--transactions N] [--rounds R]
+[--profile parser|transactions]``. No socket is involved.
+
+The reply parser: a ReplyReader is handed one server write at a time (feed) and asked
+for replies until it has none (next_reply), as the Connection does. Two writes are
+timed: a one-line reply it has not seen before (a "250 2.0.0 Ok: queued as ..." with
+a new queue id each time) and the 6-line EHLO reply of Postfix's smtp-sink. Beside it,
+on the same bytes: smtplib's own ``SMTP.getreply()`` reading from a buffered file
+whose raw stream returns one server write per read (as its socket file does), and a
+minimal pure-Python reader (a bytes buffer, ``find`` for line ends, the text after the
+code, ``int`` of the last line's code; no limits and no checks) - the floor for any
+reader written in Python.
+
+The transactions: a Connection is driven through N pipelined transactions (MAIL, RCPT and
 DATA in one group, then the content and its terminator) against canned reply bytes,
 the way the blocking transport drives it for ``sendmail``: commands built per
 message, one send_all per group, one receive_data per server write, next_event until
@@ -9,7 +21,10 @@ NEED_DATA. The same loop is then run by a minimal pipelined encoder/decoder writ
 for this one job (f-strings out, ``split`` on the replies in, each code checked
 against the exact success codes RFC 5321 lists, as the core does) - what the core's
 checks, state machine and events cost on top of that is the difference between the
-two figures. Best of 5 runs, process CPU time.
+two figures.
+
+Every figure is the median over R rounds of process CPU time per reply or per
+transaction; the machine's load moves them, the ratios within one run are what counts.
 
 Nothing here is a test, and nothing asserts a time.
 """
@@ -18,13 +33,18 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
+import io
 import pstats
+import smtplib
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from smtpbee._commands import Data, EndOfData, Mail, MessageData, Rcpt
 from smtpbee._connection import Connection
 from smtpbee._events import NEED_DATA, ReplyReceived
+from smtpbee._receivebuffer import ReplyReader
 
 SENDER = "bench@x.test"
 RECIPIENT = "sink@x.test"
@@ -108,31 +128,157 @@ def minimal_client(count: int) -> None:
             raise AssertionError("the content was not answered")
 
 
-def best_cpu(fn: Callable[[int], None], count: int, runs: int = 5) -> float:
-    """The best CPU time per transaction over several runs, in microseconds."""
-    best = float("inf")
-    for _ in range(runs):
+# ----------------------------------------------------------------------
+# The reply parser alone
+# ----------------------------------------------------------------------
+
+
+def new_one_line_replies(count: int) -> list[bytes]:
+    """count one-line replies, each new to a reader (a queue id of its own)."""
+    return [b"250 2.0.0 Ok: queued as %08X\r\n" % number for number in range(count)]
+
+
+def parse_smtpbee(writes: list[bytes]) -> None:
+    """One feed per server write, then next_reply until None, as the Connection asks."""
+    reader = ReplyReader()
+    feed = reader.feed
+    next_reply = reader.next_reply
+    for write in writes:
+        feed(write)
+        if next_reply() is None or next_reply() is not None:
+            raise AssertionError("not one reply per write")
+
+
+class _OneWritePerRead(io.RawIOBase):
+    """The raw stream under smtplib's socket file: each read returns one server write."""
+
+    def __init__(self, writes: list[bytes]) -> None:
+        self._writes: Iterator[bytes] = iter(writes)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        write = next(self._writes, b"")
+        buffer[: len(write)] = write
+        return len(write)
+
+
+def parse_smtplib(writes: list[bytes]) -> None:
+    """smtplib's own getreply() on a buffered file that reads one server write at a time."""
+    client = smtplib.SMTP()
+    client.file = io.BufferedReader(_OneWritePerRead(writes))
+    getreply = client.getreply
+    for _ in writes:
+        if getreply()[0] < 0:
+            raise AssertionError("no reply code")
+
+
+class MinimalReplyReader:
+    """The least a reply reader in Python can do: no limits, no checks but int()."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.lines: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def next_reply(self) -> tuple[int, list[bytes]] | None:
+        buffer = self.buffer
+        lines = self.lines
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = buffer[start:end]
+            start = end + 1
+            lines.append(line[4:].rstrip(b"\r"))
+            if line[3:4] != b"-":
+                self.buffer = buffer[start:]
+                self.lines = []
+                return int(line[:3]), lines
+        self.buffer = buffer[start:]
+        return None
+
+
+def parse_minimal(writes: list[bytes]) -> None:
+    """The same loop as parse_smtpbee, on MinimalReplyReader."""
+    reader = MinimalReplyReader()
+    feed = reader.feed
+    next_reply = reader.next_reply
+    for write in writes:
+        feed(write)
+        if next_reply() is None or next_reply() is not None:
+            raise AssertionError("not one reply per write")
+
+
+PARSER_CASES: dict[str, Callable[[int], list[bytes]]] = {
+    "one-line reply, new": new_one_line_replies,
+    "EHLO reply, 6 lines": lambda count: [EHLO_REPLY] * count,
+}
+PARSERS: dict[str, Callable[[list[bytes]], None]] = {
+    "smtpbee ReplyReader": parse_smtpbee,
+    "smtplib getreply": parse_smtplib,
+    "minimal reader": parse_minimal,
+}
+
+
+# ----------------------------------------------------------------------
+# Timing
+# ----------------------------------------------------------------------
+
+
+def median_cpu(run: Callable[[], None], count: int, rounds: int) -> float:
+    """The median CPU time per item over several rounds, in microseconds."""
+    times = []
+    for _ in range(rounds):
         start = time.process_time()
-        fn(count)
-        best = min(best, time.process_time() - start)
-    return best / count * 1e6
+        run()
+        times.append(time.process_time() - start)
+    return statistics.median(times) / count * 1e6
+
+
+def bench_parser(count: int, rounds: int) -> None:
+    print(f"reply parser: us CPU per server write, median of {rounds} rounds of {count}")
+    print(f"{'':22s}" + "".join(f"{name:>22s}" for name in PARSER_CASES))
+    inputs = {case: make(count) for case, make in PARSER_CASES.items()}
+    for name, parse in PARSERS.items():
+        figures = [
+            median_cpu(functools.partial(parse, writes), count, rounds)
+            for writes in inputs.values()
+        ]
+        print(f"{name:22s}" + "".join(f"{figure:22.2f}" for figure in figures))
+
+
+def bench_transactions(count: int, rounds: int) -> None:
+    print(f"transactions: us CPU per transaction, median of {rounds} rounds of {count}")
+    core = median_cpu(lambda: smtpbee_core(count), count, rounds)
+    minimal = median_cpu(lambda: minimal_client(count), count, rounds)
+    print(f"smtpbee core      {core:6.1f}")
+    print(f"minimal client    {minimal:6.1f}")
+    print(f"core overhead     {core - minimal:6.1f} ({core / minimal:.1f}x)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replies", type=int, default=50_000)
     parser.add_argument("--transactions", type=int, default=20_000)
-    parser.add_argument("--profile", action="store_true", help="cProfile the core loop")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--profile", choices=["parser", "transactions"], help="cProfile smtpbee's side of one"
+    )
     args = parser.parse_args()
-    if args.profile:
+    if args.profile is not None:
         profiler = cProfile.Profile()
-        profiler.runcall(smtpbee_core, args.transactions)
+        if args.profile == "parser":
+            for make in PARSER_CASES.values():
+                profiler.runcall(parse_smtpbee, make(args.replies))
+        else:
+            profiler.runcall(smtpbee_core, args.transactions)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    core = best_cpu(smtpbee_core, args.transactions)
-    minimal = best_cpu(minimal_client, args.transactions)
-    print(f"smtpbee core      {core:6.1f} us CPU/transaction")
-    print(f"minimal client    {minimal:6.1f} us CPU/transaction")
-    print(f"core overhead     {core - minimal:6.1f} us ({core / minimal:.1f}x)")
+    bench_parser(args.replies, args.rounds)
+    print()
+    bench_transactions(args.transactions, args.rounds)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,23 @@
 #     chunk tells CRLF from a lone CR) keeps encode() free of hidden buffers:
 #     every input octet is accounted for in the output of the call that got it.
 #
-# Speed: each chunk is transformed with a handful of bytes methods (C loops,
-# memchr-like searches). Content that already uses CRLF everywhere, the usual
-# case, is detected with three counts and then needs one replace() for the
-# stuffing, which returns the chunk itself when no line starts with a dot: no
-# copy at all. Other content goes through CRLF->LF, CR->LF, stuffing on LF and
-# LF->CRLF, each skipped when a quick search says it has nothing to do. A copy of
-# a whole chunk is made only when a chunk boundary falls between a CR and its LF
-# or when a chunk opens a line with a dot.
+# Speed: everything is done by bytes methods (C loops), never a Python loop per
+# octet or per line, and content is worked on in windows of _WINDOW octets that
+# stay in the CPU cache while several passes go over them. A window is cut after
+# an LF, so no CRLF straddles two windows.
+#
+# Content that already uses CRLF everywhere is the usual case (a message from a
+# file, from email.generator with a CRLF policy, from another MTA), and it is
+# checked in one pass of cheap C work: the window is translated twice into one
+# mark per octet (1 for a CR, resp. an LF, 0 elsewhere), and the CR marks moved
+# on by one octet must equal the LF marks -- a single memcmp. It then needs only
+# the stuffing: split() at each CRLF "." and join() with CRLF "..", which
+# returns the window itself when no line starts with a dot. A chunk of more
+# than one window keeps its unchanged runs as views and stuffs each dot-line
+# with one search, so the one copy made of it is the final join. Other content
+# goes through CRLF->LF, CR->LF, stuffing on LF and LF->CRLF, each skipped when
+# a quick search says it has nothing to do. No copy is made of a chunk that
+# needs no change.
 #
 # Invariants (checked by the property tests in tests/test_data.py):
 #   * the concatenated output of any chunking equals the output for the whole
@@ -55,6 +64,36 @@ _LF: Final = 0x0A
 _DOT: Final = 0x2E
 
 _BytesLike = bytes | bytearray | memoryview
+
+# Content is worked on in windows of about this many octets: each pass over a
+# window then reads it from the CPU cache, not the whole of a large chunk from
+# memory once per pass. Windows end after an LF (or, in a long run without one,
+# where no CRLF can be split), so each is checked and transformed on its own.
+_WINDOW = 64 * 1024
+
+# Tables for bytes.translate() that turn a window into a mark per octet: 1 where
+# it holds a CR (resp. an LF), 0 elsewhere.
+_CR_MARKS: Final = bytes(1 if octet == _CR else 0 for octet in range(256))
+_LF_MARKS: Final = bytes(1 if octet == _LF else 0 for octet in range(256))
+
+# Dot-lines of a window stuffed one search each before split() and join() do the
+# rest of it: a search is cheaper for the few a text has, the pair for content
+# made of them.
+_DOT_LINES_SEARCHED = 32
+
+
+def _crlf_only(window: bytes, *, final: bool) -> bool:
+    """Whether every CR in window is followed by an LF and every LF preceded by a CR.
+
+    A CR ending the last window of a chunk counts as followed by its LF (it is
+    sent as CRLF, and an LF opening the next chunk is dropped).
+    """
+    # The CR marks, one octet later, must be exactly the LF marks: an octet of
+    # zero in front of the CR marks lines up each CR with the octet after it,
+    # and the one after the LF marks stands for what follows the window.
+    crs = b"\0" + window.translate(_CR_MARKS)
+    lfs = window.translate(_LF_MARKS) + (b"\1" if final and window[-1] == _CR else b"\0")
+    return crs == lfs
 
 
 class _LineEndingEncoder:
@@ -112,39 +151,116 @@ class _LineEndingEncoder:
             raise TypeError(f"message content must be bytes-like, not {type(chunk).__name__}")
         size = len(data)
         self._octets_in += size
+        start = 0
         if self._skip_lf and size:
             self._skip_lf = False
             if data[0] == _LF:
-                data = data[1:]
-                size -= 1
-        if not size:
+                start = 1
+        if start == size:
             return b""
+        if size - start <= _WINDOW:
+            out = self._encode_window(data[start:] if start else data, self._at_line_start, True)
+        else:
+            out = self._encode_windows(data, start)
         last = data[-1]
-        out = self._transform(data)
-        if self._at_line_start and self._STUFF_DOTS and data[0] == _DOT:
-            out = b"." + out
         self._at_line_start = last in (_LF, _CR)
         self._skip_lf = last == _CR
         self._octets_out += len(out)
         return out
 
-    def _transform(self, chunk: bytes) -> bytes:
-        # The fast path: already CRLF everywhere (every CR is followed by an LF
-        # and every LF preceded by a CR), so only stuffing is left. When the
-        # counts differ, or a CRLF pairs them up incompletely, some line ending
-        # is lone and the general path runs.
-        if b"\r" in chunk:
-            crs = chunk.count(b"\r")
-            if crs == chunk.count(b"\n") and crs == chunk.count(b"\r\n"):
-                if self._STUFF_DOTS:
-                    return chunk.replace(b"\r\n.", b"\r\n..")
-                return chunk
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        elif b"\n" not in chunk:
-            return chunk
+    def _encode_window(self, window: bytes, at_line_start: bool, final: bool) -> bytes:
+        """The encoding of a window, or the window itself when nothing changes.
+
+        Args:
+            window: at least one octet, with no CRLF split at its end.
+            at_line_start: whether the output so far ends a line.
+            final: whether the window ends the chunk; only then may it end with
+                a CR that an LF opening the next chunk completes.
+        """
+        stuff = self._STUFF_DOTS
+        if b"\r" in window and _crlf_only(window, final=final):
+            # The usual content: only dot-lines change, and a final CR gets its LF.
+            out = b"\r\n..".join(window.split(b"\r\n.")) if stuff else window
+            if final and window[-1] == _CR:
+                out += b"\n"
+        else:
+            out = self._transform(window)
+        if stuff and at_line_start and window[0] == _DOT:
+            out = b"." + out
+        return out
+
+    def _encode_windows(self, data: bytes, start: int) -> bytes:
+        """The encoding of data[start:], more than one window of it.
+
+        What stays as it is goes into the output as views of data, so the one
+        copy made of it is the final join.
+        """
+        size = len(data)
+        stuff = self._STUFF_DOTS
+        at_line_start = self._at_line_start
+        view = memoryview(data)
+        # The output is pieces followed by data[kept_from:pos].
+        pieces: list[bytes | memoryview] = []
+        kept_from = pos = start
+        while pos < size:
+            stop = pos + _WINDOW
+            if stop >= size:
+                stop = size
+            else:
+                line_end = data.find(b"\n", stop - 1, stop + _WINDOW)
+                if line_end >= 0:
+                    stop = line_end + 1
+            window = data[pos:stop]
+            final = stop == size
+            if not (b"\r" in window and _crlf_only(window, final=final)):
+                out = self._transform(window)
+                if stuff and at_line_start and window[0] == _DOT:
+                    pieces += (view[kept_from:pos], b".", out)
+                    kept_from = stop
+                elif out is not window:
+                    pieces += (view[kept_from:pos], out)
+                    kept_from = stop
+            else:
+                if stuff:
+                    # Already CRLF: one search per dot-line, and a view up to it.
+                    if at_line_start and window[0] == _DOT:
+                        pieces += (view[kept_from:pos], b".")
+                        kept_from = pos
+                    dot_line = data.find(b"\r\n.", pos, stop)
+                    stuffed = 0
+                    while dot_line >= 0:
+                        if stuffed == _DOT_LINES_SEARCHED:
+                            rest = b"\r\n..".join(data[dot_line:stop].split(b"\r\n."))
+                            pieces += (view[kept_from:dot_line], rest)
+                            kept_from = stop
+                            break
+                        dot = dot_line + 2
+                        pieces += (view[kept_from:dot], b".")
+                        kept_from = dot
+                        stuffed += 1
+                        dot_line = data.find(b"\r\n.", dot, stop)
+                if final and window[-1] == _CR:
+                    pieces += (view[kept_from:size], b"\n")
+                    kept_from = size
+            at_line_start = window[-1] in (_LF, _CR)
+            pos = stop
+        if not pieces:
+            return data[start:] if start else data
+        pieces.append(view[kept_from:size])
+        return b"".join(pieces)
+
+    def _transform(self, window: bytes) -> bytes:
+        """window with every line ending as CRLF and, when stuffing, its dot-lines stuffed.
+
+        The dot at the start of the window is left to the caller.
+        """
+        if b"\r" in window:
+            window = window.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        elif b"\n" not in window:
+            return window
         if self._STUFF_DOTS:
-            chunk = chunk.replace(b"\n.", b"\n..")
-        return chunk.replace(b"\n", b"\r\n")
+            window = window.replace(b"\n.", b"\n..")
+        return window.replace(b"\n", b"\r\n")
 
     def _finish(self) -> None:
         if self._finished:

@@ -4,11 +4,35 @@
 #
 # Theory of operation
 # -------------------
-# feed() only appends to one bytearray. next_reply() walks the buffer one line
-# at a time: every *complete* line is checked, its text copied out once into the
-# list of pending lines of the reply being assembled, and the consumed bytes are
-# dropped from the front of the buffer when the call returns. So no byte is ever
-# parsed twice, however the stream is chunked.
+# feed() only stores bytes. next_reply() takes the next complete reply from the
+# front of what is stored, in one of two ways:
+#
+#   * the short way, for the replies nearly every server sends: the reply is
+#     complete, every line ends with CRLF, and it is either one "ddd text" line
+#     or "ddd-" lines closed by a "ddd " line with the same code. A one-line
+#     reply is checked with a few bytes operations (a dictionary of the valid
+#     codes, the separator, the CR); a multi-line one with a single regular
+#     expression that requires the same code on every line and bounds every
+#     line by the line limit (endpos bounds the whole reply by the reply limit).
+#     Its possessive repetitions never go back, so a failed match costs no more
+#     than the bytes it looked at.
+#   * the long way, for everything else: next_reply() walks the buffer one line
+#     at a time; every complete line is checked, its text copied out once into
+#     the list of pending lines of the reply being assembled, and the consumed
+#     bytes are dropped from the front of the buffer when the call returns. So
+#     no byte is ever parsed twice, however the stream is chunked. Only this way
+#     raises: whatever the short way does not accept at once is handed to it
+#     untouched, so a hostile reply meets exactly one set of rules.
+#
+# The short way accepts a reply only where the long way would return the same
+# value: the same code on every line, "-" on all lines but the last, lines and
+# reply within the limits, and the text of each line without its CRLF.
+#
+# The buffer is the bytes object feed() received as long as nothing else is
+# held, so the usual read -- one or more whole replies -- is parsed without a
+# copy. It becomes a bytearray, which appends and drops from the front in
+# amortised constant time, the moment bytes must be appended or a reply leaves
+# more than _BYTES_KEPT_AS_BYTES behind.
 #
 # Invariants between calls:
 #   * the buffer starts at the beginning of a line (never in the middle of one);
@@ -44,20 +68,35 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from ._errors import InvalidInputError, RemoteProtocolError
-from ._replies import EnhancedStatus, Reply
+from ._replies import EnhancedStatus, Reply, parsed_reply
 
 __all__ = ["ReplyLimits", "ReplyReader", "parse_enhanced_status"]
 
-_CR = 0x0D
-_SPACE = 0x20
-_HYPHEN = 0x2D
-_ZERO = 0x30
+_CR: Final = 0x0D
+_SPACE: Final = 0x20
+_HYPHEN: Final = 0x2D
+_ZERO: Final = 0x30
+
+# Every valid reply code by its three octets: 200 to 559, the second digit at
+# most 5 (RFC 5321 §4.2: %x32-35 %x30-35 %x30-39). A lookup refuses signs,
+# blanks and non-ASCII digits, which int() would accept.
+_CODES: Final = {b"%d" % code: code for code in range(200, 560) if code % 100 < 60}
+# The same for the start of a reply's last line, code and space: "250 ".
+_FINAL_LINE_CODES: Final = {digits + b" ": code for digits, code in _CODES.items()}
+# What separates the texts of two lines of a multi-line reply: "\r\n250-".
+_LINE_BREAKS: Final = {code: b"\r\n" + digits + b"-" for digits, code in _CODES.items()}
 
 # What may follow the code in a line whose end has not arrived yet: a CR may
 # still turn out to start the line end of a bare code.
 _SEPARATORS_SO_FAR = frozenset((_SPACE, _HYPHEN, _CR))
+
+# The most a bytes buffer may still hold after a reply and stay bytes: slicing
+# it copies what is left, which costs less than a bytearray for the few replies
+# of a pipelined read, and this bound keeps a read of many tiny replies linear.
+_BYTES_KEPT_AS_BYTES = 1024
 
 # Error messages quote at most this many bytes of what the server sent.
 _QUOTE_LIMIT = 32
@@ -72,6 +111,52 @@ _RECENT_REPLIES = 64
 # RFC 2034 §4 puts it right after the reply code and a space, followed by a
 # space before the text; we also accept it as the whole text.
 _ENHANCED_STATUS = re.compile(rb"([245]\.[0-9]{1,3}\.[0-9]{1,3})(?: |\Z)")
+
+# A status is at most nine octets ("5.123.456") and must be followed by a space
+# or the end of the text, so the first ten octets of a text decide whether it
+# starts with one. The statuses found are kept by those ten octets: replies of
+# one kind share them ("2.0.0 Ok: queued as ..."), whatever follows.
+_STATUS_PREFIX = 10
+_STATUS_PREFIXES_KEPT = 256
+_statuses_by_prefix: dict[bytes, EnhancedStatus | None] = {}
+# Marks a prefix not met yet; no status has class 0.
+_NOT_SEEN: Final = EnhancedStatus(0, 0, 0)
+
+# The multi-line reply the short way accepts: "ddd-" lines, then a "ddd " line,
+# the same code on each, every line ending with CRLF. Group 2 is where the last
+# line starts. The longest text a line may carry is filled in from the line limit.
+_MULTILINE_REPLY = (
+    rb"([2-5][0-5][0-9])-[^\r\n]{0,%(text)d}+\r\n"
+    rb"(?:\1-[^\r\n]{0,%(text)d}+\r\n)*+"
+    rb"(\1) [^\r\n]{0,%(text)d}+\r\n"
+)
+# A line's octets besides its text: the code, the separator and CRLF.
+_LINE_FRAME = 6
+# The regular expression engine counts repetitions up to 2**32 - 1; a line limit
+# beyond this is left to the long way.
+_LONGEST_COUNTED_TEXT = 2**31
+# The compiled patterns by the longest text they allow. Readers hold that length,
+# a plain int, so anything that copies a reader shares the patterns. A session
+# uses two line limits; the bound only matters for a program that keeps
+# choosing new ones, whose further limits take the long way.
+_multiline_replies: dict[int, re.Pattern[bytes]] = {}
+_MULTILINE_PATTERNS_KEPT = 16
+# The key a reader holds when no pattern serves its line limit: every
+# multi-line reply then takes the long way.
+_NO_MULTILINE_PATTERN = -1
+
+
+def _multiline_text_limit(line_limit: int) -> int:
+    """The key of the compiled multi-line reply for line_limit, compiled if need be."""
+    text = line_limit - _LINE_FRAME
+    if text in _multiline_replies:
+        return text
+    if not 0 <= text < _LONGEST_COUNTED_TEXT:
+        return _NO_MULTILINE_PATTERN
+    if len(_multiline_replies) >= _MULTILINE_PATTERNS_KEPT:
+        return _NO_MULTILINE_PATTERN
+    _multiline_replies[text] = re.compile(_MULTILINE_REPLY % {b"text": text})
+    return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,13 +192,13 @@ def _check_limit(name: str, value: object) -> None:
         raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
 
 
-def _quote(buf: bytearray, start: int, stop: int) -> str:
+def _quote(buf: bytes | bytearray, start: int, stop: int) -> str:
     """A short, escaped excerpt of buf[start:stop] for an error message."""
     excerpt = ascii(bytes(buf[start : min(stop, start + _QUOTE_LIMIT)]))
     return excerpt + ("..." if stop - start > _QUOTE_LIMIT else "")
 
 
-def _reply_code(buf: bytearray, start: int, stop: int) -> int:
+def _reply_code(buf: bytes | bytearray, start: int, stop: int) -> int:
     """The reply code at buf[start:], checking only the bytes before stop.
 
     Returns -1 when fewer than three bytes are available and those present are
@@ -148,10 +233,17 @@ def parse_enhanced_status(text: bytes, code: int) -> EnhancedStatus | None:
         The status, or None when the text does not start with one (servers
         that do not advertise ENHANCEDSTATUSCODES send none; that is no error).
     """
-    match = _ENHANCED_STATUS.match(text)
-    if match is None or text[0] - _ZERO != code // 100:
+    prefix = text[:_STATUS_PREFIX]
+    status = _statuses_by_prefix.get(prefix, _NOT_SEEN)
+    if status is _NOT_SEEN:
+        match = _ENHANCED_STATUS.match(prefix)
+        status = None if match is None else _enhanced_status(match.group(1))
+        if len(_statuses_by_prefix) >= _STATUS_PREFIXES_KEPT:
+            _statuses_by_prefix.clear()
+        _statuses_by_prefix[prefix] = status
+    if status is None or status.klass != code // 100:
         return None
-    return _enhanced_status(match.group(1))
+    return status
 
 
 @functools.lru_cache(maxsize=256)
@@ -178,24 +270,41 @@ class ReplyReader:
 
     __slots__ = (
         "_buffer",
+        "_first_line_room",
+        "_limits",
         "_line_limit",
+        "_multiline_text",
         "_pending_code",
         "_pending_lines",
         "_pending_size",
         "_recent",
         "_scan_from",
-        "limits",
     )
 
     def __init__(self, limits: ReplyLimits | None = None) -> None:
-        self.limits = limits if limits is not None else ReplyLimits()
-        self._line_limit = self.limits.max_line_length
-        self._buffer = bytearray()
+        self._limits = limits if limits is not None else ReplyLimits()
+        self._line_limit = self._limits.max_line_length
+        self._buffer: bytes | bytearray = b""
         self._scan_from = 0
         self._pending_lines: list[bytes] = []
         self._pending_size = 0
         self._pending_code = 0
         self._recent: dict[bytes, Reply] = {}
+        self._apply_limits()
+
+    def _apply_limits(self) -> None:
+        # What the short way needs of the limits, worked out once per change.
+        self._first_line_room = min(self._line_limit, self._limits.max_reply_size)
+        self._multiline_text = _multiline_text_limit(self._line_limit)
+
+    @property
+    def limits(self) -> ReplyLimits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, value: ReplyLimits) -> None:
+        self._limits = value
+        self._apply_limits()
 
     @property
     def line_limit(self) -> int:
@@ -205,6 +314,7 @@ class ReplyReader:
     def line_limit(self, value: int) -> None:
         _check_limit("line_limit", value)
         self._line_limit = value
+        self._apply_limits()
 
     @property
     def buffered(self) -> int:
@@ -219,7 +329,14 @@ class ReplyReader:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Store bytes received from the server; parsing waits for next_reply()."""
-        self._buffer += data
+        buffer = self._buffer
+        if not buffer:
+            # Kept as it is: bytes cannot change under us (anything else is copied).
+            self._buffer = data if type(data) is bytes else bytes(memoryview(data))
+        elif type(buffer) is bytes:
+            self._buffer = bytearray(buffer) + data
+        else:
+            buffer += data
 
     def next_reply(self) -> Reply | None:
         """The next complete reply, or None if more bytes are needed.
@@ -233,12 +350,79 @@ class ReplyReader:
         if not buf:
             # The usual question after the last reply of a read: nothing to parse.
             return None
+        if self._pending_lines:
+            return self._walk()
+        line_end = buf.find(b"\n", self._scan_from, self._first_line_room)
+        if line_end < 0:
+            self._check_incomplete_line(0, self._first_line_room)
+            self._scan_from = len(buf)
+            return None
+        size = line_end + 1
+        whole = size == len(buf)
+        line = buf if whole and type(buf) is bytes else bytes(buf[:size])
+        recent = self._recent
+        reply = recent.get(line)
+        if reply is None:
+            code = _FINAL_LINE_CODES.get(line[:4])
+            if code is not None:
+                if line[-2] != _CR:
+                    return self._walk()
+                text = line[4:-2]
+                # parse_enhanced_status() without the call when the prefix is known.
+                status = _statuses_by_prefix.get(text[:_STATUS_PREFIX], _NOT_SEEN)
+                if status is _NOT_SEEN:
+                    status = parse_enhanced_status(text, code)
+                elif status is not None and status.klass != code // 100:
+                    status = None
+                reply = parsed_reply(code, (text,), status)
+                if len(recent) >= _RECENT_REPLIES:
+                    recent.clear()
+                recent[line] = reply
+            else:
+                # Anything but the usual multi-line reply fails to match at once.
+                pattern = _multiline_replies.get(self._multiline_text)
+                if pattern is None:
+                    return self._walk()
+                reply_match = pattern.match(buf, 0, self._limits.max_reply_size)
+                if reply_match is None:
+                    return self._walk()
+                size = reply_match.end()
+                whole = size == len(buf)
+                block = buf if whole and type(buf) is bytes else bytes(buf[:size])
+                code = _CODES[block[:3]]
+                last_line = reply_match.start(2)
+                # No text holds a CRLF, so each one followed by "ddd-" starts a line.
+                lines = block[4 : last_line - 2].split(_LINE_BREAKS[code])
+                lines.append(block[last_line + 4 : -2])
+                reply = parsed_reply(code, tuple(lines), parse_enhanced_status(lines[0], code))
+        self._scan_from = 0
+        if whole:
+            self._buffer = b""
+        else:
+            self._drop(size)
+        return reply
+
+    def _drop(self, size: int) -> None:
+        """Remove the first size octets of the buffer."""
+        buf = self._buffer
+        if size == len(buf):
+            self._buffer = b""
+        elif isinstance(buf, bytearray):
+            del buf[:size]
+        elif len(buf) - size <= _BYTES_KEPT_AS_BYTES:
+            self._buffer = buf[size:]
+        else:
+            self._buffer = bytearray(memoryview(buf)[size:])
+
+    def _walk(self) -> Reply | None:
+        """next_reply() the long way: line by line, every rule checked on the way."""
+        buf = self._buffer
         start = 0  # where the current line begins; bytes before it are consumed
         try:
             while True:
                 # Searching no further than the room left means a line found is
                 # within both limits, and a flood is never scanned past them.
-                room = self.limits.max_reply_size - self._pending_size
+                room = self._limits.max_reply_size - self._pending_size
                 if self._line_limit < room:
                     room = self._line_limit
                 line_end = buf.find(b"\n", self._scan_from, start + room)
@@ -267,12 +451,8 @@ class ReplyReader:
                         lines = (*self._pending_lines, text)
                         self._pending_lines = []
                         self._pending_size = 0
-                        return Reply(
-                            code=code, lines=lines, enhanced=parse_enhanced_status(lines[0], code)
-                        )
-                    reply = Reply(
-                        code=code, lines=(text,), enhanced=parse_enhanced_status(text, code)
-                    )
+                        return parsed_reply(code, lines, parse_enhanced_status(lines[0], code))
+                    reply = parsed_reply(code, (text,), parse_enhanced_status(text, code))
                     if len(self._recent) >= _RECENT_REPLIES:
                         self._recent.clear()
                     self._recent[line] = reply
@@ -284,7 +464,7 @@ class ReplyReader:
                 self._pending_size += start - line_start
         finally:
             if start:
-                del buf[:start]
+                self._drop(start)
                 self._scan_from -= start
 
     def _check_incomplete_line(self, start: int, room: int) -> None:
@@ -307,18 +487,18 @@ class ReplyReader:
                     f" {_quote(buf, start, len(buf))}"
                 )
             raise RemoteProtocolError(
-                f"reply larger than {self.limits.max_reply_size} octets"
+                f"reply larger than {self._limits.max_reply_size} octets"
                 f" ({len(self._pending_lines)} complete lines so far)"
             )
 
-    def _changed_code(self, code: int, buf: bytearray, start: int) -> RemoteProtocolError:
+    def _changed_code(self, code: int, buf: bytes | bytearray, start: int) -> RemoteProtocolError:
         return RemoteProtocolError(
             f"reply line with code {code} continues a reply with code"
             f" {self._pending_code}: {_quote(buf, start, len(buf))}"
         )
 
     @staticmethod
-    def _bad_separator(buf: bytearray, start: int, stop: int) -> RemoteProtocolError:
+    def _bad_separator(buf: bytes | bytearray, start: int, stop: int) -> RemoteProtocolError:
         return RemoteProtocolError(
             f"reply code not followed by '-', ' ' or the line end: {_quote(buf, start, stop)}"
         )

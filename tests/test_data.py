@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import re
+from unittest import mock
 
 import pytest
 from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from smtpbee import _data
 from smtpbee._data import DataEncoder, LineEndingNormalizer, bdat_command, decode_data
 from smtpbee._errors import InvalidInputError
 
@@ -103,6 +105,38 @@ def test_clean_chunk_without_leading_dots_is_returned_without_a_copy() -> None:
     assert DataEncoder().encode(no_line_end) is no_line_end
 
 
+def test_clean_chunk_of_many_windows_is_returned_without_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_data, "_WINDOW", 16)
+    chunk = b"Subject: hi\r\n\r\nline one\r\nline two\r\n" * 20 + b"no line end" * 5
+    assert DataEncoder().encode(chunk) is chunk
+    assert LineEndingNormalizer().encode(chunk) is chunk
+
+
+def test_lf_completing_a_cr_before_a_chunk_of_many_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_data, "_WINDOW", 4)
+    rest = b"line one\r\nline two\r\n"
+    for encoder in (DataEncoder(), LineEndingNormalizer()):
+        assert encoder.encode(b"a\r") == b"a\r\n"
+        assert encoder.encode(b"\n" + rest) == rest
+
+
+def test_dot_lines_in_windows_of_crlf_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_data, "_WINDOW", 8)
+    monkeypatch.setattr(_data, "_DOT_LINES_SEARCHED", 2)
+    content = b".a\r\n" + b"b\r\n.c\r\n" * 8 + b"..\r\n" * 5 + b"d\r"
+    stuffed = b"..a\r\n" + b"b\r\n..c\r\n" * 8 + b"...\r\n" * 5 + b"d\r\n"
+    assert DataEncoder().encode(content) == stuffed
+    assert LineEndingNormalizer().encode(content) == content + b"\n"
+    # Windows with more dot-lines than are searched one by one.
+    monkeypatch.setattr(_data, "_WINDOW", 64)
+    content = b"a\r\n.b\r\n" * 40
+    assert DataEncoder().encode(content) == b"a\r\n..b\r\n" * 40
+
+
 def test_bytearray_and_memoryview_are_accepted() -> None:
     encoder = DataEncoder()
     assert encoder.encode(bytearray(b".a\n")) == b"..a\r\n"
@@ -180,7 +214,20 @@ interesting = st.lists(
     st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"..", b"a", b"\xff", b"\x00", b" "]),
     max_size=60,
 ).map(b"".join)
-bodies = st.one_of(interesting, st.binary(max_size=200))
+
+
+@st.composite
+def mostly_crlf(draw: st.DrawFn) -> bytes:
+    """CRLF text with dot-lines, sometimes with one lone CR or LF and a ragged end."""
+    lines = draw(st.lists(st.sampled_from([b"", b".", b"..", b"a", b".a", b"a.b"]), max_size=40))
+    text = b"\r\n".join(lines)
+    if draw(st.booleans()):
+        position = draw(st.integers(0, len(text)))
+        text = text[:position] + draw(st.sampled_from([b"\r", b"\n"])) + text[position:]
+    return text + draw(st.sampled_from([b"", b"\r", b"\n", b"\r\n"]))
+
+
+bodies = st.one_of(interesting, st.binary(max_size=200), mostly_crlf())
 cuts = st.lists(st.integers(min_value=0, max_value=10_000), max_size=12)
 
 
@@ -217,3 +264,35 @@ def test_line_ending_normalizer_for_any_chunking(body: bytes, cut_points: list[i
     assert wire == encode_in_pieces(LineEndingNormalizer(), [body])
     assert LONE_LINE_ENDING.search(wire) is None
     assert normalizer.octets_out == len(wire)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    body=bodies,
+    cut_points=cuts,
+    window=st.integers(1, 16),
+    searched=st.sampled_from([0, 1, 2]),
+)
+def test_windows_of_any_size_give_the_same_wire(
+    body: bytes, cut_points: list[int], window: int, searched: int
+) -> None:
+    """A chunk of many windows is encoded as if it were one."""
+    pieces = split_at(body, cut_points)
+    data_wire = encode_in_pieces(DataEncoder(), [body])
+    bdat_wire = encode_in_pieces(LineEndingNormalizer(), [body])
+    with (
+        mock.patch.object(_data, "_WINDOW", window),
+        mock.patch.object(_data, "_DOT_LINES_SEARCHED", searched),
+    ):
+        assert encode_in_pieces(DataEncoder(), pieces) == data_wire
+        assert encode_in_pieces(LineEndingNormalizer(), pieces) == bdat_wire
+    assert decode_data(data_wire) == crlf_normalised(body)
+    assert bdat_wire == crlf_normalised(body)
+
+
+@settings(max_examples=examples(300))
+@given(window=st.one_of(interesting, mostly_crlf()).filter(bool), final=st.booleans())
+def test_crlf_only_finds_every_lone_line_ending(window: bytes, final: bool) -> None:
+    # A CR that ends the chunk is completed by the LF that opens the next one.
+    completed = window + b"\n" if final and window.endswith(b"\r") else window
+    assert _data._crlf_only(window, final=final) == (LONE_LINE_ENDING.search(completed) is None)

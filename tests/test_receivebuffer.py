@@ -6,6 +6,7 @@ import pytest
 from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from smtpbee import _receivebuffer
 from smtpbee._errors import RemoteProtocolError
 from smtpbee._receivebuffer import ReplyLimits, ReplyReader, parse_enhanced_status
 from smtpbee._replies import EnhancedStatus, Reply
@@ -590,3 +591,187 @@ def test_endless_continuation_lines_never_grow_past_the_reply_limit(
             reader.feed(flood[position : position + chunk])
             assert reader.next_reply() is None
             assert reader.buffered < limits.max_reply_size + chunk
+
+
+# --- the short way and the long way -----------------------------------------
+
+
+class WalkingReader(ReplyReader):
+    """The reader with its short way turned off: every reply read line by line."""
+
+    __slots__ = ()
+
+    def next_reply(self) -> Reply | None:
+        return self._walk() if self._buffer else None
+
+
+def transcript(reader: ReplyReader, data: bytes, sizes: list[int]) -> list[object]:
+    """All the reader says of data fed in pieces: replies, what it holds, its error."""
+    said: list[object] = []
+    position = 0
+    try:
+        for size in [*sizes, len(data)]:
+            reader.feed(data[position : position + size])
+            position += size
+            while (reply := reader.next_reply()) is not None:
+                said.append(reply)
+            said.append(reader.buffered)
+    except RemoteProtocolError as exc:
+        said.append(str(exc))
+    return said
+
+
+@settings(max_examples=examples(500))
+@given(
+    st.one_of(hostile_bytes, reply_streams().map(lambda case: case[0])),
+    chunk_sizes,
+    st.sampled_from(
+        [
+            None,
+            SMALL_LIMITS,
+            ReplyLimits(max_line_length=12, max_reply_size=40),
+            ReplyLimits(max_line_length=5),
+        ]
+    ),
+)
+def test_the_short_way_says_what_the_long_way_says(
+    data: bytes, sizes: list[int], limits: ReplyLimits | None
+) -> None:
+    """Same replies, same errors, same bytes held, whatever the input and chunking."""
+    assert transcript(ReplyReader(limits), data, sizes) == transcript(
+        WalkingReader(limits), data, sizes
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"250-a\r\n250-b\r\n250 c\r\n",
+        b"250-a\r\n250 c\r\n220 next\r\n",
+        b"250-a\r\n250-b\r\n250 c\r\n250-x\r\n",
+        b"250-\r\n250-\r\n250 \r\n",
+        b"250-5.1.1 a\r\n250 b\r\n",
+        b"250-a\n250 b\r\n",
+        b"250-a\r\n250\r\n",
+        b"250-a\rb\r\n250 c\r\n",
+        b"250-a\r\n251 c\r\n",
+        b"250-a\r\n250 " + b"c" * 2042 + b"\r\n",
+        b"250-a\r\n250 " + b"c" * 2043 + b"\r\n",
+        b"250 a\r\n250 b\r\n250 a\r\n",
+        b"250 a\n",
+        b"250 \n",
+    ],
+)
+@pytest.mark.parametrize("pieces", [1, 2, 3])
+def test_short_way_cases_against_the_long_way(data: bytes, pieces: int) -> None:
+    cut = len(data) // pieces
+    sizes = [cut] * (pieces - 1)
+    assert transcript(ReplyReader(), data, sizes) == transcript(WalkingReader(), data, sizes)
+
+
+def test_a_known_status_prefix_of_another_class_is_no_status() -> None:
+    reader = ReplyReader()
+    reader.feed(b"550 5.1.1 unknown\r\n250 5.1.1 unknown\r\n")
+    assert drain(reader) == [
+        R(550, b"5.1.1 unknown", enhanced=EnhancedStatus(5, 1, 1)),
+        R(250, b"5.1.1 unknown"),
+    ]
+
+
+def test_many_status_prefixes_are_forgotten_and_parsed_again() -> None:
+    for number in range(600):
+        assert parse_enhanced_status(b"2.0.%d %d" % (number % 1000, number), 250) == (
+            EnhancedStatus(2, 0, number % 1000)
+        )
+
+
+def test_a_line_limit_too_small_for_any_line_with_text_walks() -> None:
+    reader = ReplyReader(ReplyLimits(max_line_length=5))
+    reader.feed(b"250\r\n")
+    assert drain(reader) == [R(250, b"")]
+    reader.feed(b"250-\r\n")
+    with pytest.raises(RemoteProtocolError, match="longer than 5"):
+        reader.next_reply()
+
+
+def test_a_huge_line_limit_walks() -> None:
+    limits = ReplyLimits(max_line_length=2**33, max_reply_size=2**34)
+    reader = ReplyReader(limits)
+    reader.feed(b"250-a\r\n250 b\r\n")
+    assert drain(reader) == [R(250, b"a", b"b")]
+
+
+def test_line_limits_past_the_patterns_kept_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_receivebuffer, "_multiline_replies", {})
+    for line_limit in range(100, 140):
+        reader = ReplyReader(ReplyLimits(max_line_length=line_limit))
+        reader.feed(b"250-a\r\n250 b\r\n")
+        assert drain(reader) == [R(250, b"a", b"b")]
+    assert len(_receivebuffer._multiline_replies) == _receivebuffer._MULTILINE_PATTERNS_KEPT
+
+
+def test_limits_can_be_replaced() -> None:
+    reader = ReplyReader()
+    reader.limits = ReplyLimits(max_line_length=10, max_reply_size=20)
+    assert reader.limits.max_reply_size == 20
+    reader.feed(b"250-abcd\r\n250-efgh\r\n250 ijkl\r\n")
+    with pytest.raises(RemoteProtocolError, match="reply larger than 20"):
+        reader.next_reply()
+
+
+def test_a_remainder_after_a_reply_is_kept_for_the_next() -> None:
+    reader = ReplyReader()
+    reader.feed(b"250-a\r\n250 b\r\n25")
+    assert reader.next_reply() == R(250, b"a", b"b")
+    assert reader.peek(5) == b"25"
+    reader.feed(b"0 c\r\n250-d\r\n")
+    reader.feed(b"250 e\r\n")
+    assert drain(reader) == [R(250, b"c"), R(250, b"d", b"e")]
+    assert reader.buffered == 0
+
+
+def test_the_fed_bytes_are_not_aliased_when_mutable() -> None:
+    reader = ReplyReader()
+    data = bytearray(b"250 a\r\n")
+    reader.feed(data)
+    data[:3] = b"xyz"
+    assert drain(reader) == [R(250, b"a")]
+
+
+def test_feed_refuses_what_is_not_bytes_like() -> None:
+    reader = ReplyReader()
+    with pytest.raises(TypeError):
+        reader.feed(5)  # type: ignore[arg-type]
+    reader.feed(b"250")
+    with pytest.raises(TypeError):
+        reader.feed(" ok")  # type: ignore[arg-type]
+
+
+def test_peek_shows_the_code_of_a_pending_reply() -> None:
+    reader = ReplyReader()
+    reader.feed(b"421-closing\r\n421 soon")
+    assert reader.next_reply() is None
+    assert reader.peek(3) == b"421"
+    assert reader.peek(10) == b"421-"
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_single_line_replies_are_remembered_within_a_bound(line_end: bytes) -> None:
+    # Bare LF line ends take the long way; it remembers single-line replies too.
+    reader = ReplyReader()
+    lines = [b"250 ok %d%s" % (number, line_end) for number in range(100)]
+    reader.feed(b"".join(lines * 2))
+    texts = [line[4 : -len(line_end)] for line in lines * 2]
+    assert [reply.lines[0] for reply in drain(reader)] == texts
+
+
+@pytest.mark.parametrize("rest", [10, 1100])
+def test_what_a_reply_leaves_is_read_next_short_or_long(rest: int) -> None:
+    reader = ReplyReader()
+    following = b"250 " + b"x" * (rest - 6) + b"\r\n"
+    reader.feed(b"250 a\r\n" + following + b"25")
+    assert reader.next_reply() == R(250, b"a")
+    assert reader.buffered == rest + 2
+    assert reader.next_reply() == R(250, following[4:-2])
+    reader.feed(b"0 b\r\n")
+    assert drain(reader) == [R(250, b"b")]

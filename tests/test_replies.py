@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import pytest
 from smtpbee import (
     AuthenticationError,
@@ -19,6 +21,7 @@ from smtpbee import (
     TransientReplyError,
 )
 from smtpbee._errors import reply_error
+from smtpbee._replies import parsed_reply
 
 
 def test_reply_class_follows_first_digit() -> None:
@@ -75,3 +78,32 @@ def test_authentication_rejected_is_both_kinds() -> None:
 
 def test_timeouts_are_builtin_timeouts() -> None:
     assert issubclass(SMTPTimeoutError, TimeoutError)
+
+
+@pytest.mark.parametrize(
+    ("code", "kinds"),
+    [
+        (250, (True, False, False, False)),
+        (354, (False, True, False, False)),
+        (451, (False, False, True, False)),
+        (554, (False, False, False, True)),
+    ],
+)
+def test_reply_kind_follows_first_digit(code: int, kinds: tuple[bool, ...]) -> None:
+    reply = Reply(code=code, lines=(b"",))
+    assert (
+        reply.is_success,
+        reply.is_intermediate,
+        reply.is_transient,
+        reply.is_permanent,
+    ) == kinds
+
+
+def test_parsed_reply_is_the_reply_built_the_usual_way() -> None:
+    status = EnhancedStatus(2, 0, 0)
+    usual = Reply(code=250, lines=(b"2.0.0 ok", b"x"), enhanced=status)
+    parsed = parsed_reply(250, (b"2.0.0 ok", b"x"), status)
+    assert type(parsed) is Reply
+    assert parsed == usual and hash(parsed) == hash(usual) and repr(parsed) == repr(usual)
+    with pytest.raises(FrozenInstanceError):
+        parsed.code = 550  # type: ignore[misc]
