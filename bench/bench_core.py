@@ -1,7 +1,7 @@
 """The sans-I/O core alone: CPU per reply parsed and per mail transaction, beside peers.
 
-Run with ``python bench/bench_core.py [--replies N] [--transactions N] [--rounds R]
-[--profile parser|transactions]``. No socket is involved.
+Run with ``python bench/bench_core.py [--replies N] [--transactions N] [--messages N]
+[--rounds R] [--profile parser|transactions|messages]``. No socket is involved.
 
 The reply parser: a ReplyReader is handed one server write at a time (feed) and asked
 for replies until it has none (next_reply), as the Connection does. Two writes are
@@ -23,6 +23,14 @@ against the exact success codes RFC 5321 lists, as the core does) - what the cor
 checks, state machine and events cost on top of that is the difference between the
 two figures.
 
+The messages: what ``send_message`` does before the first command, on the same small
+EmailMessage (From, To, Subject, a text/plain body), once built in Python and once
+parsed from bytes with ``email.policy.default`` (whose headers are parsed on each read):
+smtpbee's ``prepare_message`` (envelope from the headers, Bcc dropped, the SMTPUTF8
+choice, the bytes) beside what ``smtplib.SMTP.send_message`` does (the Resent-* check,
+the envelope from the headers, a copy without Bcc, ``BytesGenerator.flatten`` with the
+message's policy and CRLF line ends).
+
 Every figure is the median over R rounds of process CPU time per reply or per
 transaction; the machine's load moves them, the ratios within one run are what counts.
 
@@ -32,7 +40,12 @@ Nothing here is a test, and nothing asserts a time.
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
+import email
+import email.generator
+import email.policy
+import email.utils
 import functools
 import io
 import pstats
@@ -40,11 +53,15 @@ import smtplib
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from email.message import EmailMessage, Message
 
 from smtpbee._commands import Data, EndOfData, Mail, MessageData, Rcpt
 from smtpbee._connection import Connection
 from smtpbee._events import NEED_DATA, ReplyReceived
+from smtpbee._extensions import Extensions
 from smtpbee._receivebuffer import ReplyReader
+from smtpbee._replies import Reply
+from smtpbee.transports._message import prepare_message
 
 SENDER = "bench@x.test"
 RECIPIENT = "sink@x.test"
@@ -223,6 +240,68 @@ PARSERS: dict[str, Callable[[list[bytes]], None]] = {
 
 
 # ----------------------------------------------------------------------
+# Messages
+# ----------------------------------------------------------------------
+
+SMALL_MESSAGE = (
+    b"From: bench@x.test\r\nTo: sink@x.test\r\nSubject: bench\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 7bit\r\n'
+    b"\r\nA small message.\r\n"
+)
+SINK_EXTENSIONS = Extensions.from_reply(
+    Reply(code=250, lines=tuple(line[4:] for line in EHLO_REPLY.split(b"\r\n")[:-1]))
+)
+
+
+def built_message() -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = SENDER, RECIPIENT, "bench"
+    msg.set_content("A small message.")
+    return msg
+
+
+def parsed_message() -> Message:
+    return email.message_from_bytes(SMALL_MESSAGE, policy=email.policy.default)
+
+
+MESSAGE_CASES: dict[str, Callable[[], Message]] = {
+    "built": built_message,
+    "parsed (policy.default)": parsed_message,
+}
+
+
+def prepare_smtpbee(msg: Message, count: int) -> None:
+    for _ in range(count):
+        prepare_message(msg, sender=None, recipients=None, server=SINK_EXTENSIONS)
+
+
+def prepare_smtplib(msg: Message, count: int) -> None:
+    """What smtplib.SMTP.send_message does before sendmail(), for an ASCII envelope."""
+    for _ in range(count):
+        resent = msg.get_all("Resent-Date")
+        prefix = "" if resent is None else "Resent-"
+        found = msg[prefix + "Sender"] if prefix + "Sender" in msg else msg[prefix + "From"]
+        sender = email.utils.getaddresses([found])[0][1]
+        fields = (msg[prefix + "To"], msg[prefix + "Bcc"], msg[prefix + "Cc"])
+        recipients = [a[1] for a in email.utils.getaddresses([f for f in fields if f is not None])]
+        stripped = copy.copy(msg)
+        del stripped["Bcc"]
+        del stripped["Resent-Bcc"]
+        "".join([sender, *recipients]).encode("ascii")
+        with io.BytesIO() as buffer:
+            generator: email.generator.BytesGenerator[Message]
+            generator = email.generator.BytesGenerator(buffer)
+            generator.flatten(stripped, linesep="\r\n")
+            buffer.getvalue()
+
+
+MESSAGE_PREPARERS: dict[str, Callable[[Message, int], None]] = {
+    "smtpbee": prepare_smtpbee,
+    "smtplib": prepare_smtplib,
+}
+
+
+# ----------------------------------------------------------------------
 # Timing
 # ----------------------------------------------------------------------
 
@@ -258,13 +337,27 @@ def bench_transactions(count: int, rounds: int) -> None:
     print(f"core overhead     {core - minimal:6.1f} ({core / minimal:.1f}x)")
 
 
+def bench_messages(count: int, rounds: int) -> None:
+    print(f"send_message preparation: us CPU per message, median of {rounds} rounds of {count}")
+    print(f"{'':22s}" + "".join(f"{name:>26s}" for name in MESSAGE_CASES))
+    messages = [make() for make in MESSAGE_CASES.values()]
+    for name, prepare in MESSAGE_PREPARERS.items():
+        figures = [
+            median_cpu(functools.partial(prepare, msg, count), count, rounds) for msg in messages
+        ]
+        print(f"{name:22s}" + "".join(f"{figure:26.1f}" for figure in figures))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replies", type=int, default=50_000)
     parser.add_argument("--transactions", type=int, default=20_000)
+    parser.add_argument("--messages", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
-        "--profile", choices=["parser", "transactions"], help="cProfile smtpbee's side of one"
+        "--profile",
+        choices=["parser", "transactions", "messages"],
+        help="cProfile smtpbee's side of one",
     )
     args = parser.parse_args()
     if args.profile is not None:
@@ -272,6 +365,9 @@ def main() -> None:
         if args.profile == "parser":
             for make in PARSER_CASES.values():
                 profiler.runcall(parse_smtpbee, make(args.replies))
+        elif args.profile == "messages":
+            for make_message in MESSAGE_CASES.values():
+                profiler.runcall(prepare_smtpbee, make_message(), args.messages)
         else:
             profiler.runcall(smtpbee_core, args.transactions)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
@@ -279,6 +375,8 @@ def main() -> None:
     bench_parser(args.replies, args.rounds)
     print()
     bench_transactions(args.transactions, args.rounds)
+    print()
+    bench_messages(args.messages, args.rounds)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,8 @@
 #
 # Theory of operation
 # -------------------
-#   * prepare_message() follows smtplib.send_message: the sender is Sender or
-#     From, the recipients To, Cc and Bcc, unless the latest Resent-* block
-#     (RFC 5322 §3.6.6: the topmost run of Resent-* fields) replaces them. Bcc
-#     and Resent-Bcc are removed from a copy before it is flattened with CRLF
-#     line ends; the user's message is never changed. The message goes as
-#     SMTPUTF8 only when it has to: a non-ASCII address, or non-ASCII headers
-#     that the server can take as UTF-8 (RFC 2047 encoding otherwise): the
-#     core decides (wants_smtputf8), this module only serialises.
+#   * prepare_message() (in _message_bytes) makes the envelope and bytes of an
+#     email message.
 #   * body_source() turns any body into the BodyInfo the procedures plan with
 #     and the pieces PullBody hands out: a bytes-like body is known whole, a
 #     binary file is read in READ_SIZE pieces (its size known when it is a
@@ -26,18 +20,17 @@
 # b"" is how a body ends there; only batch_source() puts it between bodies.
 from __future__ import annotations
 
-import copy
 import email.message
 import io
 import os
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
 from smtpbee._errors import InvalidInputError
 from smtpbee._extensions import Extensions
-from smtpbee._transaction import BodyInfo, MailJob, wants_smtputf8
+from smtpbee._transaction import BodyInfo, MailJob
+from smtpbee.transports._message_bytes import PreparedMessage, prepare_message
 
 __all__ = [
     "READ_SIZE",
@@ -61,87 +54,6 @@ AsyncBody: TypeAlias = Body | AsyncIterable[bytes]
 
 BatchItem: TypeAlias = email.message.Message | tuple[str, str | Sequence[str], Body]
 """One message of a batch: an email message, or (sender, recipients, body)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedMessage:
-    """An email message as an envelope and the bytes to send."""
-
-    sender: str
-    recipients: list[str]
-    data: bytes
-    smtputf8: bool
-
-
-def _resent_block(msg: email.message.Message) -> dict[str, list[str]] | None:
-    # RFC 5322 §3.6.6: each resending prepends a block, so the topmost run of
-    # Resent-* fields is the latest; a field seen twice starts an older block.
-    block: dict[str, list[str]] = {}
-    for name, value in msg.items():
-        key = name.lower()
-        if not key.startswith("resent-"):
-            if block:
-                break
-            continue
-        if key in block:
-            break
-        block[key] = [str(value)]
-    return block or None
-
-
-def _addresses(values: Iterable[str]) -> list[str]:
-    from email.utils import getaddresses
-
-    return [address for _, address in getaddresses(list(values)) if address]
-
-
-def prepare_message(
-    msg: email.message.Message,
-    *,
-    sender: str | None,
-    recipients: Sequence[str] | None,
-    server: Extensions,
-) -> PreparedMessage:
-    """The envelope and bytes of a message, as smtplib.send_message would send them.
-
-    The sender is Sender or From, the recipients To, Cc and Bcc; the latest
-    Resent-* block replaces them when present. Bcc and Resent-Bcc are not sent.
-    Non-ASCII headers go as UTF-8 when the server offers SMTPUTF8 (RFC 2047
-    encoded otherwise); a non-ASCII address needs SMTPUTF8.
-    """
-    resent = _resent_block(msg)
-
-    def values(name: str) -> list[str]:
-        if resent is None:
-            return [str(v) for v in msg.get_all(name, [])]
-        return resent.get(f"resent-{name}", [])
-
-    if sender is None:
-        found = _addresses(values("sender") or values("from"))
-        if not found:
-            raise InvalidInputError("the message has no From or Sender: pass sender=")
-        sender = found[0]
-    if recipients is None:
-        recipients = _addresses([*values("to"), *values("cc"), *values("bcc")])
-    stripped = copy.copy(msg)
-    del stripped["Bcc"]
-    del stripped["Resent-Bcc"]
-    international = not all(a.isascii() for a in (sender, *recipients))
-    headers_8bit = any(not str(v).isascii() for v in stripped.values())
-    utf8 = wants_smtputf8(server, addresses=international, headers=headers_8bit)
-    buffer = io.BytesIO()
-    # Loaded here, not at import: a send of raw bytes never needs them.
-    import email.generator
-    import email.policy
-
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-    generator: email.generator.BytesGenerator[Any]
-    generator = email.generator.BytesGenerator(buffer, policy=policy)
-    generator.flatten(stripped, linesep="\r\n")
-    data = buffer.getvalue()
-    header_end = data.find(b"\r\n\r\n")
-    smtputf8 = utf8 and not data[: header_end if header_end >= 0 else len(data)].isascii()
-    return PreparedMessage(sender, list(recipients), data, smtputf8 or international)
 
 
 def _known_size(body: Any) -> int | None:
