@@ -8,10 +8,14 @@ only, it prints for each client:
 * round trips per message, counted by a relay between client and sink: one round
   trip is the server answering after the client spoke (connection setup and QUIT
   are subtracted by also running zero messages);
-* the peak memory growth (ru_maxrss, in a fresh subprocess) while sending one
-  message of M MB that is already in memory as bytes.
+* the peak memory growth (ru_maxrss, in a fresh subprocess) and the CPU seconds
+  (user + system, the whole client process) to send one message of M MB that is
+  already in memory as bytes: through the sink (DATA: neither smtp-sink nor aiosmtpd
+  offers CHUNKING) and, for smtpbee, through a sink of this script's own that offers
+  CHUNKING (BDAT).
 
 smtpproto only sends EmailMessage objects, so its figure includes serialising one.
+``--clients`` picks some of the clients, ``--big-only`` skips the small messages.
 Nothing here is a test.
 """
 
@@ -158,19 +162,23 @@ def sink() -> Iterator[tuple[int, str]]:
         name = "aiosmtpd"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        _wait_for(port)
         yield port, name
     finally:
         process.terminate()
         process.wait(5)
+
+
+def _wait_for(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def count_round_trips(port: int, run: Callable[[int], None]) -> int:
@@ -214,35 +222,119 @@ def count_round_trips(port: int, run: Callable[[int], None]) -> int:
     return counted[0]
 
 
-def peak_memory_mb(name: str, port: int, size_mb: int) -> float:
+@contextlib.contextmanager
+def chunking_sink() -> Iterator[int]:
+    """A sink that offers CHUNKING, in a subprocess of its own (see serve_chunking_sink)."""
+    port = free_port()
+    command = [sys.executable, os.path.abspath(__file__), "--chunking-sink", str(port)]
+    process = subprocess.Popen(command)
+    try:
+        _wait_for(port)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+def serve_chunking_sink(port: int) -> None:
+    """Accept mail on loopback with PIPELINING and CHUNKING, keeping none of it.
+
+    Only for the BDAT figure: smtp-sink refuses BDAT, and a content sink in
+    Python must not make the client wait on it, so chunks are read in large
+    pieces and dropped.
+    """
+    listener = socket.create_server(("127.0.0.1", port))
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_chunking_session, args=(conn,), daemon=True).start()
+
+
+def _chunking_session(conn: socket.socket) -> None:
+    with conn, conn.makefile("rb", buffering=1 << 20) as reader:
+        conn.sendall(b"220 sink ESMTP\r\n")
+        while line := reader.readline(4096):
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n")
+            elif verb == b"BDAT":
+                left = int(line.split()[1])
+                while left and (piece := reader.read(min(left, 1 << 20))):
+                    left -= len(piece)
+                conn.sendall(b"250 2.0.0 chunk taken\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                while reader.readline() not in (b".\r\n", b""):
+                    pass
+                conn.sendall(b"250 2.0.0 taken\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 2.0.0 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 2.0.0 ok\r\n")
+
+
+def big_message(name: str, port: int, size_mb: int) -> tuple[float, float]:
+    """Peak memory growth (MB) and CPU seconds of a fresh process sending one big message."""
     code = (
         "import resource, sys; sys.path.insert(0, 'bench'); import bench_send as b;"
-        f"body = b'Subject: big\\r\\n\\r\\n' + (b'y' * 998 + b'\\r\\n') * ({size_mb} * 1000);"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        # One allocation: a temporary copy here would raise the peak measured from.
+        f"body = (b'X-Filler: ' + b'y' * 988 + b'\\r\\n') * ({size_mb} * 1000);"
+        "usage = resource.getrusage(resource.RUSAGE_SELF);"
         f"b.CLIENTS[{name!r}]({port}, 1, body);"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)"
+        "after = resource.getrusage(resource.RUSAGE_SELF);"
+        "cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime;"
+        "print((after.ru_maxrss - usage.ru_maxrss) / 1024, cpu)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     if out.returncode:
-        return float("nan")
-    return float(out.stdout.strip())
+        return float("nan"), float("nan")
+    peak, cpu = out.stdout.split()
+    return float(peak), float(cpu)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--big-mb", type=int, default=100)
+    parser.add_argument(
+        "--clients", help=f"comma-separated, of: {', '.join(CLIENTS)} (default: all)"
+    )
+    parser.add_argument("--big-only", action="store_true", help="only the big message")
+    parser.add_argument("--chunking-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.chunking_sink:
+        serve_chunking_sink(args.chunking_sink)
+        return
+    names = list(CLIENTS) if args.clients is None else args.clients.split(",")
+    unknown = [name for name in names if name not in CLIENTS]
+    if unknown:
+        parser.error(f"unknown clients: {', '.join(unknown)}")
+    big = f"{args.big_mb} MB"
     with sink() as (port, sink_name):
         print(f"sink: {sink_name}; {args.messages} messages on one connection; best of 3")
-        print(f"{'client':18} {'msg/s':>8} {'µs/msg':>8} {'RT/msg':>7} {'peak MB':>8}")
-        for name, client in CLIENTS.items():
-            best = min(_timed(client, port, args.messages) for _ in range(3))
-            idle = count_round_trips(port, functools.partial(_run, client, 0))
-            busy = count_round_trips(port, functools.partial(_run, client, 20))
-            peak = peak_memory_mb(name, port, args.big_mb)
-            rate = args.messages / best
-            print(f"{name:18} {rate:8.0f} {1e6 / rate:8.0f} {(busy - idle) / 20:7.2f} {peak:8.0f}")
+        print(
+            f"{'client':18} {'msg/s':>8} {'µs/msg':>8} {'RT/msg':>7}"
+            f" {'peak MB':>8} {'CPU s':>6}  ({big} via DATA)"
+        )
+        for name in names:
+            client = CLIENTS[name]
+            small = "        -        -       -"
+            if not args.big_only:
+                best = min(_timed(client, port, args.messages) for _ in range(3))
+                idle = count_round_trips(port, functools.partial(_run, client, 0))
+                busy = count_round_trips(port, functools.partial(_run, client, 20))
+                rate = args.messages / best
+                small = f"{rate:8.0f} {1e6 / rate:8.0f} {(busy - idle) / 20:7.2f}"
+            peak, cpu = big_message(name, port, args.big_mb)
+            print(f"{name:18} {small} {peak:8.0f} {cpu:6.2f}")
+    chunking = [name for name in names if name.startswith("smtpbee")]
+    if chunking:
+        with chunking_sink() as port:
+            print(f"\n{big} via BDAT (this script's CHUNKING sink)")
+            print(f"{'client':18} {'peak MB':>8} {'CPU s':>6}")
+            for name in chunking:
+                peak, cpu = big_message(name, port, args.big_mb)
+                print(f"{name:18} {peak:8.0f} {cpu:6.2f}")
 
 
 def _run(client: Callable[[int, int, bytes], None], count: int, port: int) -> None:

@@ -9,6 +9,7 @@
 #     conn.receive_data(data)      store what the socket gave (b"" = EOF)
 #     conn.next_event()            one event, NEED_DATA, or PAUSED
 #     conn.send(command) -> bytes  what to write for a command
+#     conn.send_buffers(commands)  a group's bytes as pieces, none copied
 #
 # The connection never writes on its own: HELO after a refused EHLO, RSET after
 # a failure, the answer to an AUTH challenge — all are the caller's decisions
@@ -343,7 +344,9 @@ class Connection:
                 is over (state ERROR) and nothing is produced.
         """
         data = self._admit(command)
-        return self._encode(command) if data is None else data
+        if data is None:
+            return self._encode(command)
+        return data + command.data if type(command) is Bdat else data
 
     def send_all(self, commands: Sequence[Command]) -> bytes:
         """Send several commands as one pipelined group: all of them, or none.
@@ -354,6 +357,23 @@ class Connection:
         if len(commands) == 1:
             # One command is already all-or-nothing.
             return self.send(commands[0])
+        return b"".join(self.send_buffers(commands))
+
+    def send_buffers(self, commands: Sequence[Command]) -> list[bytes]:
+        """send_all(), with the bytes left in the pieces they are held in.
+
+        Joined, the pieces are exactly what send_all() returns; apart, a BDAT
+        chunk and content that needs no stuffing are the caller's own
+        objects, so a transport that writes the pieces in order (sendmsg,
+        writelines) sends a large body without copying it.
+        """
+        if len(commands) == 1:
+            # One command is already all-or-nothing.
+            command = commands[0]
+            data = self._admit(command)
+            if data is None:
+                return [self._encode(command)]
+            return [data, command.data] if type(command) is Bdat and command.data else [data]
         pending = len(self._pending)
         facts = self._facts
         saved = (self._projected, facts.sent_mail, facts.content_octets)
@@ -368,18 +388,22 @@ class Connection:
         # encoder remembers where a line starts, and content encoded for a
         # group that is then dropped would shift where the next dot is stuffed
         # (a "." line could end the content early).
-        return b"".join(
-            [
-                self._encode(command) if data is None else data
-                for command, data in zip(commands, admitted, strict=True)
-            ]
-        )
+        pieces: list[bytes] = []
+        for command, data in zip(commands, admitted, strict=True):
+            if data is None:
+                pieces.append(self._encode(command))
+            elif type(command) is Bdat and command.data:
+                pieces += (data, command.data)
+            else:
+                pieces.append(data)
+        return pieces
 
     def _admit(self, command: Command) -> bytes | None:
         """Check command and record it as sent.
 
-        Returns its bytes, or None for content (MessageData, EndOfData), which
-        _encode turns into bytes.
+        Returns its bytes (of a BDAT, its command line: the chunk follows as
+        it is), or None for content (MessageData, EndOfData), which _encode
+        turns into bytes.
         """
         if self._state is _ERROR:
             raise LocalProtocolError("the session ended with an error: nothing more can be sent")
@@ -403,6 +427,9 @@ class Connection:
         if verb is _END_OF_DATA:
             self._record_sent(command, verb)
             return None
+        if type(command) is Bdat:
+            self._record_sent(command, verb)
+            return command.header()
         data = command.to_bytes(smtputf8=self._facts.smtputf8)
         # The checks before this one refused every non-ASCII argument that
         # SMTPUTF8 does not cover, so the encoding could not fail; the line

@@ -162,11 +162,11 @@ class Exchange:
         if self._session_log is not None:
             conn = self.conn
             self._session_log.sent(data, tls=conn.tls_active, state=conn.state.name, unsafe=unsafe)
-        yield from self._write(data, phase)
+        yield from self._write((data,), phase)
 
-    def _write(self, data: bytes, phase: Phase) -> Procedure[None]:
+    def _write(self, buffers: Sequence[bytes], phase: Phase) -> Procedure[None]:
         try:
-            yield Write(data, phase, self.timeouts.for_phase(phase))
+            yield Write(buffers, phase, self.timeouts.for_phase(phase))
         except (SMTPTimeoutError, ConnectionLostError) as exc:
             raise self.fail(exc)  # noqa: B904 - fail() chose the cause
 
@@ -284,7 +284,7 @@ class Exchange:
         if not conn.pending and conn.open:
             yield from self._collect_unasked()
         try:
-            data = conn.send_all(commands)
+            buffers = conn.send_buffers(commands)
         except RemoteProtocolError as exc:  # pragma: no cover - _collect_unasked judged held bytes
             raise self.fail(exc)  # noqa: B904 - fail() chose the cause
         transcript = self._transcript
@@ -296,8 +296,9 @@ class Exchange:
         if content:
             self._content_out = True
         if self._session_log is not None:
-            self._log_group(commands, data)
-        yield from self._write(data, Phase.DATA_BLOCK if content else Phase.COMMAND)
+            # The log keeps the exact bytes; only then are the pieces joined.
+            self._log_group(commands, b"".join(buffers))
+        yield from self._write(buffers, Phase.DATA_BLOCK if content else Phase.COMMAND)
 
     def _log_group(self, commands: Sequence[Command], data: bytes) -> None:
         log = self._session_log

@@ -5,7 +5,7 @@
 # requests; the transport serves each with its own I/O and sends back the
 # result:
 #
-#     Write(data, phase, timeout)    -> None
+#     Write(buffers, phase, timeout) -> None (every buffer written, in order)
 #     Read(phase, timeout, new_wait) -> bytes (b"" when the server closed)
 #     Poll()                         -> the bytes already received, without
 #                                       waiting: None if there are none, b""
@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -32,6 +32,7 @@ from ._errors import InvalidInputError
 from ._state import Phase
 
 __all__ = [
+    "Buffer",
     "Poll",
     "Procedure",
     "PullBody",
@@ -46,14 +47,36 @@ __all__ = [
 
 _T = TypeVar("_T")
 
+Buffer: TypeAlias = bytes | memoryview
+"""A piece of what a Write carries: a command line, or content as the caller gave it."""
+
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Write these bytes (all of them) to the server."""
+    """Write these bytes (all of them) to the server.
 
-    data: bytes = field(repr=False)
+    Attributes:
+        buffers: the bytes as the pieces they are held in (command lines, a
+            BDAT chunk or message content as the caller handed it over),
+            to be written in order. They are not joined first: joining
+            would copy a large body once more on its way to the socket.
+        phase: what is being written (for the timeout and errors).
+        timeout: seconds allowed for the whole write.
+    """
+
+    buffers: Sequence[Buffer] = field(repr=False)
     phase: Phase
     timeout: float
+
+    @property
+    def data(self) -> bytes:
+        """All the bytes in one piece (a copy: for tests and logs, not for the socket)."""
+        return b"".join(self.buffers)
+
+    @property
+    def size(self) -> int:
+        """How many octets the write carries."""
+        return sum(map(len, self.buffers))
 
 
 @dataclass(frozen=True, slots=True)

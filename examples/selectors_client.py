@@ -8,7 +8,7 @@ of an embedding in any event loop (a GUI's, a game's, a monitoring agent's).
 
 The requests (smtpbee._requests) and what each must be answered with:
 
-    Write(data, phase, timeout)     all of data written          -> None
+    Write(buffers, phase, timeout)  all of them written, in order -> None
     Read(phase, timeout, new_wait)  at least one byte            -> bytes (b"" = closed)
     Poll()                          what already arrived          -> bytes, b"", or None
     UpgradeTLS(timeout)             the TLS handshake, done now   -> whether it was verified

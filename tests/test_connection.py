@@ -601,6 +601,45 @@ def test_send_all_is_all_or_nothing() -> None:
     assert conn.pending == (Mail(sender="z@x.test", size=10),)
 
 
+def test_send_buffers_hands_over_the_chunk_itself_and_joins_to_send_all() -> None:
+    chunk = b"x" * 900  # under the SIZE the test server offers
+    group = [Mail(sender="a@x.test"), Rcpt(recipient="b@x.test"), Bdat(chunk, last=True)]
+    pieces = ready().send_buffers(group)
+    assert pieces[-1] is chunk  # the caller's bytes, not a copy
+    assert pieces[-2] == b"BDAT 900 LAST\r\n"
+    assert b"".join(pieces) == ready().send_all(group)
+
+
+def test_send_buffers_of_one_command() -> None:
+    conn = ready()
+    chunk = b"y" * 10
+    assert conn.send_buffers([Mail(sender="a@x.test")]) == [b"MAIL FROM:<a@x.test>\r\n"]
+    conn.send_buffers([Rcpt(recipient="b@x.test")])
+    drain(conn, b"250 ok\r\n250 ok\r\n")
+    pieces = conn.send_buffers([Bdat(chunk)])
+    assert pieces == [b"BDAT 10\r\n", chunk] and pieces[1] is chunk
+    # An empty last chunk is its command line alone.
+    assert conn.send_buffers([Bdat(b"", last=True)]) == [b"BDAT 0 LAST\r\n"]
+
+
+def test_send_buffers_of_content_and_a_refused_group() -> None:
+    conn = in_data()
+    content = b"line one\r\nline two\r\n"
+    pieces = conn.send_buffers([MessageData(content), EndOfData()])
+    assert pieces == [content, b".\r\n"] and pieces[0] is content
+    conn = ready()
+    before = conn.pending
+    with pytest.raises(LocalProtocolError):
+        conn.send_buffers([Mail(sender="a@x.test"), Bdat(b"z"), Mail(sender="c@x.test")])
+    assert conn.pending == before
+
+
+def test_send_of_a_bdat_is_its_line_and_its_chunk() -> None:
+    conn = ready()
+    conn.send_all([Mail(sender="a@x.test"), Rcpt(recipient="b@x.test")])
+    assert conn.send(Bdat(b"abc", last=True)) == b"BDAT 3 LAST\r\nabc"
+
+
 def test_send_all_rollback_keeps_the_dot_stuffing_right() -> None:
     conn = in_data()
     # The group is dropped: the server never saw "abc", so the next "." still

@@ -518,7 +518,7 @@ def test_deadline_is_kept_while_a_reply_is_incomplete() -> None:
     assert deadline.remaining(Read(Phase.MAIL, 5.0, False), 103.0) == 2.0
     assert deadline.remaining(Read(Phase.MAIL, 5.0, True), 103.0) == 5.0
     assert "the reply to MAIL" in describe(Read(Phase.MAIL, 5.0, True))
-    assert "3 bytes" in describe(Write(b"abc", Phase.COMMAND, 1.0))
+    assert "3 bytes" in describe(Write((b"a", b"bc"), Phase.COMMAND, 1.0))
     assert describe(UpgradeTLS(60.0)) == "during the TLS handshake (60 s)"
     assert "nothing asked for" in describe(Poll())
 

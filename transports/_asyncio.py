@@ -8,13 +8,14 @@
 # loop; this class answers the requests with an asyncio transport:
 #   * Read: what _Stream has received, waiting (under what is left of the
 #     reply's Deadline) when it has nothing;
-#   * Write: write() plus a wait for the transport's buffer to drain, under
-#     the request's timeout;
+#   * Write: the pieces of pieces_to_send (a large body in views, never
+#     joined), each once the transport has room, under the request's timeout;
 #   * Poll: what _Stream holds already, without waiting;
 #   * UpgradeTLS: loop.start_tls() on the same transport;
 #   * PullBody: the next piece of a body (iterable or async iterable).
 # _Stream is a plain asyncio.Protocol rather than a StreamReader so that what
 # arrived and was not asked for can be handed to the core through public API.
+# A timeout costs a loop timer: a Read or Write that waits for nothing has none.
 #
 # Invariant: cancellation (or any failure) in the middle of a procedure marks
 # the session failed and aborts the transport, so nothing more goes out on
@@ -24,15 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from smtpbee._requests import Poll, PullBody, Read, Request, UpgradeTLS, Write
+from smtpbee._requests import Buffer, Poll, PullBody, Read, Request, UpgradeTLS, Write
 from smtpbee.transports._async.client import AsyncClient
 from smtpbee.transports._async.one_call import send_with
 from smtpbee.transports._async.pool import AsyncPool
 from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._pool import AsyncJob
+from smtpbee.transports._writes import pieces_to_send
 
 __all__ = ["AsyncSMTPClient", "SMTPClient", "SMTPPool", "send"]
 
@@ -97,11 +99,19 @@ class _Stream(asyncio.Protocol):
             await self._readable
         return data
 
-    async def write(self, data: bytes) -> None:
+    def write(self, pieces: Iterator[Buffer]) -> bool:
+        """Hand pieces to the transport until it asks for a pause; whether all went."""
         transport = self.transport
         if transport is None or self._lost is not None or transport.is_closing():
             raise ConnectionResetError("the connection is closed")
-        transport.write(data)
+        for piece in pieces:
+            transport.write(piece)
+            if self._writable is not None:
+                return False
+        return True
+
+    async def drain(self) -> None:
+        """Wait until the transport has room again (a pause ends)."""
         if self._writable is not None:
             await self._writable
             if self._lost is not None:
@@ -151,11 +161,17 @@ class AsyncSMTPClient(AsyncClient):
             raise ConnectionError("the connection is closed")
         if isinstance(request, Read):
             remaining = self._deadline.remaining(request, asyncio.get_running_loop().time())
+            if (data := stream.take()) is not None:
+                return data
             async with asyncio.timeout(max(remaining, 0)):
                 return await stream.read()
         if isinstance(request, Write):
-            async with asyncio.timeout(request.timeout):
-                await stream.write(request.data)
+            pieces = pieces_to_send(request.buffers)
+            if not stream.write(pieces):
+                async with asyncio.timeout(request.timeout):
+                    await stream.drain()
+                    while not stream.write(pieces):
+                        await stream.drain()
             return None
         if isinstance(request, PullBody):
             if isinstance(body, AsyncIterator):

@@ -157,7 +157,7 @@ def describe(request: Request) -> str:
     if isinstance(request, Read):
         return f"waiting for {request.phase.description} ({request.timeout:g} s)"
     if isinstance(request, Write):
-        return f"sending {len(request.data)} bytes ({request.timeout:g} s)"
+        return f"sending {request.size} bytes ({request.timeout:g} s)"
     if isinstance(request, UpgradeTLS):
         return f"during the TLS handshake ({request.timeout:g} s)"
     if isinstance(request, Poll):
@@ -177,6 +177,10 @@ class Deadline:
     def remaining(self, request: Read, now: float) -> float:
         if request.new_wait:
             self._at = now + request.timeout
+        return self._at - now
+
+    def left(self, now: float) -> float:
+        """What is left of the running deadline."""
         return self._at - now
 
 

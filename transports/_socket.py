@@ -8,14 +8,22 @@
 # public methods and the request loop; this class only answers the requests
 # with a socket:
 #   * Read: one recv() under what is left of the reply's Deadline;
-#   * Write: sendall() under the request's timeout (counted for the whole
-#     buffer);
+#   * Write: the buffers in order, under the request's timeout (counted for
+#     all of them): sendmsg() hands them to the kernel as they are, so a
+#     large body is never joined to its command lines; a TLS socket, which
+#     has no sendmsg(), gets them one by one (pieces_to_send);
 #   * Poll: what select() says is already readable, without waiting;
 #   * UpgradeTLS: wrap the socket (a socket given already wrapped is reported
 #     as it is);
 #   * PullBody: the next piece of the body.
-# The socket timeout is set only when the wanted deadline differs from the
-# one already set.
+#
+# Every settimeout() costs system calls, and each phase has a timeout of its
+# own (180 s to write content, 300 s for MAIL's reply, 600 s for the final
+# one...): setting each exactly would cost several calls per message. So a
+# wait only needs the socket timeout to be no longer than what it allows
+# (never past it) and not much shorter; a socket call that times out before
+# the wait's own deadline is simply made again. The timeout then settles on
+# one value, and a stalled server still fails each wait on time.
 #
 # Invariant: after a failure the session cannot use, the socket is closed.
 from __future__ import annotations
@@ -29,13 +37,22 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from smtpbee._requests import Poll, PullBody, Read, Request, UpgradeTLS, Write
+from smtpbee._requests import Buffer, Poll, PullBody, Read, Request, UpgradeTLS, Write
 from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._message import READ_SIZE
 from smtpbee.transports._sync.client import SyncClient
 from smtpbee.transports._sync.one_call import send_with
+from smtpbee.transports._writes import pieces_to_send
 
 __all__ = ["SMTPClient", "send"]
+
+# A socket timeout down to 1/_SLACK of a wait's is kept: a silent server then
+# costs a few more wake-ups before the wait fails, not a settimeout() per wait.
+_SLACK = 8
+# Windows sockets have no sendmsg().
+_HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
+# More buffers than one sendmsg() takes (IOV_MAX is 1024 on Linux) are joined in runs.
+_MAX_BUFFERS = 512
 
 
 class SMTPClient(SyncClient):
@@ -73,19 +90,42 @@ class SMTPClient(SyncClient):
             sock.settimeout(seconds)
             self._timeout = seconds
 
+    def _limit_wait(self, sock: socket.socket, seconds: float) -> float:
+        """Let the next socket call wait at most ``seconds``; how long it may wait."""
+        if seconds <= 0:
+            raise TimeoutError
+        current = self._timeout
+        if current is None or current > seconds or current * _SLACK < seconds:
+            sock.settimeout(seconds)
+            self._timeout = current = seconds
+        return current
+
     def _serve(self, request: Request, body: Any) -> Any:
         sock = self._sock
         if sock is None:
             raise ConnectionError("the connection is closed")
         if isinstance(request, Read):
-            remaining = self._deadline.remaining(request, time.monotonic())
-            if remaining <= 0:
-                raise TimeoutError
-            self._set_timeout(sock, remaining)
-            return sock.recv(READ_SIZE)
+            deadline = self._deadline
+            remaining = deadline.remaining(request, time.monotonic())
+            while True:
+                if self._limit_wait(sock, remaining) >= remaining:
+                    return sock.recv(READ_SIZE)
+                try:
+                    return sock.recv(READ_SIZE)
+                except TimeoutError:
+                    remaining = deadline.left(time.monotonic())
         if isinstance(request, Write):
-            self._set_timeout(sock, request.timeout)
-            sock.sendall(request.data)
+            seconds = request.timeout
+            deadline_at = time.monotonic() + seconds
+            buffers = request.buffers
+            if not _HAS_SENDMSG or isinstance(sock, ssl.SSLSocket):
+                for piece in pieces_to_send(buffers):
+                    self._send(sock, [piece], deadline_at, seconds)
+                    seconds = deadline_at - time.monotonic()
+            elif len(buffers) > _MAX_BUFFERS:
+                self._send(sock, list(pieces_to_send(buffers)), deadline_at, seconds)
+            else:
+                self._send(sock, list(buffers), deadline_at, seconds)
             return None
         if isinstance(request, PullBody):
             pieces: Iterator[bytes] = body
@@ -94,6 +134,32 @@ class SMTPClient(SyncClient):
             return self._poll(sock)
         assert isinstance(request, UpgradeTLS)
         return self._start_tls(sock, request.timeout)
+
+    def _send(
+        self, sock: socket.socket, buffers: list[Buffer], deadline_at: float, seconds: float
+    ) -> None:
+        """Send every buffer, in order, before deadline_at, ``seconds`` from now.
+
+        sendmsg() when there are several buffers, send() for one.
+        """
+        self._limit_wait(sock, seconds)
+        while buffers:
+            try:
+                sent = sock.sendmsg(buffers) if len(buffers) > 1 else sock.send(buffers[0])
+            except TimeoutError:
+                # Nothing went out, and the socket's timeout may have been
+                # shorter than what is left of the write's: _limit_wait says.
+                self._limit_wait(sock, deadline_at - time.monotonic())
+                continue
+            done = 0
+            while done < len(buffers) and sent >= len(buffers[done]):
+                sent -= len(buffers[done])
+                done += 1
+            del buffers[:done]
+            if sent:
+                buffers[0] = memoryview(buffers[0])[sent:]
+            if buffers:
+                self._limit_wait(sock, deadline_at - time.monotonic())
 
     def _poll(self, sock: socket.socket) -> bytes | None:
         pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0

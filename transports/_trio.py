@@ -8,7 +8,9 @@
 # loop; this class answers the requests with a trio Stream:
 #   * Read: one receive_some() under fail_after() with what is left of the
 #     reply's Deadline;
-#   * Write: send_all() under the request's timeout;
+#   * Write: send_all() of each piece pieces_to_send cuts the buffers into
+#     (a large body in views, never joined: an SSLStream encrypts a piece
+#     at a time instead of the whole body), under the request's timeout;
 #   * Poll: a receive only when the stream's socket is readable now. An
 #     SSLStream is not polled: its socket turns readable for TLS records that
 #     carry no data (TLS 1.3 session tickets), and a receive would then wait;
@@ -39,6 +41,7 @@ from smtpbee.transports._async.pool import AsyncPool
 from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._message import READ_SIZE
 from smtpbee.transports._pool import AsyncJob
+from smtpbee.transports._writes import pieces_to_send
 
 __all__ = ["SMTPClient", "SMTPPool", "TrioSMTPClient", "send"]
 
@@ -91,7 +94,8 @@ class TrioSMTPClient(AsyncClient):
                 return await stream.receive_some(READ_SIZE)
         if isinstance(request, Write):
             with trio.fail_after(request.timeout):
-                await stream.send_all(request.data)
+                for piece in pieces_to_send(request.buffers):
+                    await stream.send_all(piece)
             return None
         if isinstance(request, PullBody):
             if isinstance(body, AsyncIterator):
