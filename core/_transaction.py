@@ -28,7 +28,22 @@
 #   end of one content and the next envelope share a write, so each message
 #   costs one round trip. Every job is settled on its own, and a failure that
 #   ends the session keeps the results already settled: the rest get the error
-#   (OutcomeUnknownError for the one whose content was out).
+#   (OutcomeUnknownError for each one whose content was out).
+# * With CHUNKING, send_batch keeps a window of whole transactions in flight:
+#   MAIL, RCPT... and BDAT LAST with the content, up to _TRANSACTIONS_IN_FLIGHT
+#   of them written before the oldest one's replies are read. RFC 2920 §3.1
+#   ends a group only at EHLO, DATA, VRFY, EXPN, TURN, QUIT and NOOP, and RFC
+#   3030 §4.2 lets BDAT be pipelined, so the next MAIL may follow a BDAT LAST
+#   unanswered. The replies come in order, so each is matched to its
+#   transaction by position. A refused MAIL or a transaction with every RCPT
+#   refused still has its chunk read and dropped by the server (RFC 3030 §2),
+#   its BDAT LAST answered with an error. What a refused BDAT leaves behind is
+#   not defined (RFC 1830 called it indeterminate and asked for RSET), so a
+#   transaction written behind one that is unanswered, or was refused, starts
+#   with an RSET in the same group: RCPTs can never join a transaction left
+#   open under another sender. After a refusal the window is answered whole
+#   before anything more is written. A message larger than one chunk goes
+#   alone, once the window is answered.
 # * Controls (_control): a stop at MAIL, RCPT or DATA sends the envelope only
 #   up to that point (with PIPELINING too: the group is cut there), a stop at
 #   DOT acts once the content is written or answered. A forced BDAT chunk size
@@ -78,6 +93,12 @@ _CHUNK_SIZE = 1 << 20
 # How many BDAT chunks may await their replies: enough to keep a link busy,
 # few enough that a refusal wastes little.
 _CHUNKS_IN_FLIGHT = 4
+# How many whole transactions (MAIL, RCPT..., BDAT LAST) a CHUNKING batch
+# writes before it reads their replies: an eighth of a round trip per message,
+# their replies (a few hundred octets) far below what a socket buffers, so
+# neither side can block the other's writes (RFC 2920 §3.1), and a 421 or a
+# throttle meets at most this many messages already written.
+_TRANSACTIONS_IN_FLIGHT = 8
 _WRITE_SIZE = 1 << 16
 _MAIL_POINT = ControlPoint.MAIL
 _DATA_POINT = ControlPoint.DATA
@@ -303,26 +324,26 @@ class MailTransactions:
         With PIPELINING (and DATA), consecutive transactions overlap as RFC 2920
         §3.1 allows: the end of one message's content, its terminator, and the
         next MAIL, RCPTs and DATA go out in one write, so each message costs one
-        round trip. With CHUNKING each message is already one round trip.
+        round trip. With CHUNKING, up to _TRANSACTIONS_IN_FLIGHT whole
+        transactions (MAIL, RCPTs, BDAT LAST) are written before the oldest
+        one's replies are read, so a message costs a fraction of a round trip.
 
         Returns one entry per job, in order: its SendResult, or the SMTPError
         that ended it (a refusal, bad input). When the session ends midway,
-        the jobs settled before keep their results, the message whose content
+        the jobs settled before keep their results, each message whose content
         was out gets OutcomeUnknownError (or the server's 421), and every other
         job the error that ended the session.
         """
         jobs = list(jobs)
-        results: list[SendResult | SMTPError | None] = [None] * len(jobs)
         conn = self._conn
-        # With CHUNKING a message is one round trip already; LMTP's replies per
-        # recipient make overlapping more trouble than it saves.
+        # LMTP's replies per recipient make overlapping more trouble than it
+        # saves; a stop point or a forced chunk size must act where it says.
         overlap = (
-            conn.pipelining
-            and not conn.lmtp
-            and not conn.extensions.chunking
-            and self._chunk_size is None
-            and self._point is None
+            conn.pipelining and not conn.lmtp and self._chunk_size is None and self._point is None
         )
+        if overlap and conn.extensions.chunking:
+            return (yield from self._chunked_batch(jobs))
+        results: list[SendResult | SMTPError | None] = [None] * len(jobs)
         carry: list[Command] = []
         awaiting: tuple[int, SendResult] | None = None
         index = -1
@@ -392,6 +413,149 @@ class MailTransactions:
                 if results[later] is None:
                     results[later] = ended if awaiting is None and later == index else lost
         return [result for result in results if result is not None]
+
+    def _chunked_batch(self, jobs: list[MailJob]) -> Procedure[list[SendResult | SMTPError]]:
+        """send_batch with PIPELINING and CHUNKING: a window of whole transactions.
+
+        Each message that fits in one chunk goes as one group, MAIL, RCPT...
+        and BDAT LAST with its content, and up to _TRANSACTIONS_IN_FLIGHT
+        groups (and about _CHUNK_SIZE octets of content) are written before
+        the oldest one's replies are read. A larger message goes alone once
+        the window is answered.
+        """
+        results: list[SendResult | SMTPError | None] = [None] * len(jobs)
+        window = _Window()
+        # Whether the server may still hold a transaction that the next MAIL
+        # would meet: the newest one written is unanswered, or was refused.
+        unsettled = False
+        writing = alone = False
+        index = -1
+        try:
+            for index, job in enumerate(jobs):
+                self._body_ended = False
+                try:
+                    mail, rcpts, _ = self._prepare(job)
+                except LocalProtocolError as exc:
+                    results[index] = exc
+                    yield from self._skip_body()
+                    continue
+                normalizer = None if job.body.binary else LineEndingNormalizer()
+                data, last = yield from self._next_chunk(normalizer)
+                if not last:
+                    if window.entries:
+                        yield from self._settle_window(window, results, keep=0)
+                        unsettled = window.newest_refused
+                    alone = True
+                    outcome = yield from self._transaction_alone(
+                        mail, rcpts, job.body, (data, normalizer), reset_first=unsettled
+                    )
+                    alone = False
+                    results[index] = outcome
+                    # A refusal was followed by an RSET already; a group that
+                    # could not be written changed nothing.
+                    unsettled = unsettled and isinstance(outcome, LocalProtocolError)
+                    continue
+                entry = _InFlight(index, mail, rcpts, Bdat(data, last=True), reset_first=unsettled)
+                writing = True
+                try:
+                    yield from self._exchange.send(entry.group())
+                except LocalProtocolError as exc:
+                    # Nothing of the group went out: this job fails on its own.
+                    results[index] = exc
+                    writing = False
+                    continue
+                writing = False
+                window.add(entry)
+                unsettled = True
+                keep = 0 if window.refused else _TRANSACTIONS_IN_FLIGHT - 1
+                if window.octets >= _CHUNK_SIZE:
+                    keep = 0
+                yield from self._settle_window(window, results, keep=keep)
+                unsettled = bool(window.entries) or window.newest_refused
+            yield from self._settle_window(window, results, keep=0)
+        except SMTPError as exc:
+            # The session is over. The transaction whose replies were being
+            # read has the error the exchange chose for it (OutcomeUnknownError,
+            # the server's 421, or a refusal read before the end); the others
+            # written have their content out, unanswered; the rest were not sent.
+            ended = self._ended_after_refusal or exc
+            entries = window.entries
+            if entries:
+                results[entries.popleft().index] = exc
+            for entry in entries:
+                results[entry.index] = ended
+            if writing or alone:
+                results[index] = exc if alone else ended
+            lost = _envelope_lost(ended)
+            for later in range(len(jobs)):
+                if results[later] is None:
+                    results[later] = lost
+        return [result for result in results if result is not None]
+
+    def _settle_window(
+        self, window: _Window, results: list[SendResult | SMTPError | None], keep: int
+    ) -> Procedure[None]:
+        """Read the replies of the oldest transactions until ``keep`` are left.
+
+        After a refusal every transaction still in flight is answered before
+        anything more is written: what state the server is in cannot be
+        foreseen past a refusal, and the connection sends nothing until then.
+        """
+        entries = window.entries
+        while len(entries) > keep or (entries and window.refused):
+            entry = entries[0]
+            outcome = yield from self._settle_in_flight(entry)
+            entries.popleft()
+            results[entry.index] = outcome
+            window.octets -= len(entry.chunk.data)
+            window.newest_refused = not isinstance(outcome, SendResult)
+            window.refused = window.refused or window.newest_refused
+        if not entries:
+            window.refused = False
+
+    def _settle_in_flight(self, entry: _InFlight) -> Procedure[SendResult | SMTPError]:
+        """The replies of one transaction of a window, matched to it in order."""
+        if entry.reset_first:
+            # Whatever it met, a MAIL accepted after it starts a transaction
+            # afresh; a refused one leaves nothing to deliver.
+            yield from self._exchange.reply()
+        result = entry.result
+        chunk_event, failure = yield from self._envelope_replies(entry.mail, entry.rcpts, result)
+        if failure is not None:
+            # The server read and dropped the content (RFC 3030 §2).
+            return failure
+        result.data = chunk_event.reply
+        if chunk_event.accepted:
+            return result
+        return reply_error(chunk_event.reply, command=entry.chunk.transcript_line(), phase="BDAT")
+
+    def _transaction_alone(
+        self,
+        mail: Mail,
+        rcpts: list[Rcpt],
+        body: BodyInfo,
+        opening: tuple[bytes, LineEndingNormalizer | None],
+        *,
+        reset_first: bool,
+    ) -> Procedure[SendResult | ReplyError | LocalProtocolError]:
+        """A message of a CHUNKING batch too large for the window; its first chunk pulled."""
+        try:
+            return (
+                yield from self._pipelined_transaction(
+                    mail,
+                    rcpts,
+                    body,
+                    True,
+                    SendResult(recipients={}),
+                    opening=opening,
+                    reset_first=reset_first,
+                )
+            )
+        except (ReplyError, LocalProtocolError) as exc:
+            if not self._conn.open:
+                raise
+            yield from self._skip_body()
+            return exc
 
     def _envelope_until(
         self, point: ControlPoint, mail: Mail, rcpts: list[Rcpt], result: SendResult
@@ -484,16 +648,36 @@ class MailTransactions:
         return reply_error(event.reply, phase="DATA (end of content)")
 
     def _pipelined_transaction(
-        self, mail: Mail, rcpts: list[Rcpt], body: BodyInfo, chunked: bool, result: SendResult
+        self,
+        mail: Mail,
+        rcpts: list[Rcpt],
+        body: BodyInfo,
+        chunked: bool,
+        result: SendResult,
+        *,
+        opening: tuple[bytes, LineEndingNormalizer | None] | None = None,
+        reset_first: bool = False,
     ) -> Procedure[SendResult]:
-        normalizer = None if body.binary else LineEndingNormalizer()
+        """MAIL, RCPTs and the opener in one group, then the content.
+
+        ``opening`` is a first chunk (not the last) already pulled, and its
+        normalizer; ``reset_first`` puts an RSET in front of the group.
+        """
         opener: Bdat | Data
-        if chunked:
-            data, last = yield from self._next_chunk(normalizer)
-            opener = Bdat(data, last=last)
+        if opening is not None:
+            data, normalizer = opening
+            opener = Bdat(data)
         else:
-            opener = Data()
-        yield from self._exchange.send([mail, *rcpts, opener])
+            normalizer = None if body.binary else LineEndingNormalizer()
+            if chunked:
+                data, last = yield from self._next_chunk(normalizer)
+                opener = Bdat(data, last=last)
+            else:
+                opener = Data()
+        group: list[Command] = [Rset()] if reset_first else []
+        yield from self._exchange.send([*group, mail, *rcpts, opener])
+        if reset_first:
+            yield from self._exchange.reply()
         if self._point is _DOT and isinstance(opener, Bdat) and opener.last:
             self._controls.sent(_DOT)
         opener_event, failure = yield from self._envelope_replies(mail, rcpts, result)
@@ -727,3 +911,37 @@ def _envelope_lost(exc: SMTPError) -> SMTPError:
     lost = ConnectionLostError("the session ended before this message's content was sent")
     lost.__cause__ = exc
     return lost
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """One transaction of a CHUNKING batch's window: written whole, unanswered."""
+
+    index: int
+    mail: Mail
+    rcpts: list[Rcpt]
+    chunk: Bdat
+    # An RSET goes first when the transaction before may not have ended
+    # (RFC 3030 leaves the state after a refused BDAT undefined): without it,
+    # RCPTs could join a transaction left open under another sender.
+    reset_first: bool
+    result: SendResult = field(default_factory=lambda: SendResult(recipients={}))
+
+    def group(self) -> list[Command]:
+        commands: list[Command] = [Rset()] if self.reset_first else []
+        return [*commands, self.mail, *self.rcpts, self.chunk]
+
+
+@dataclass(slots=True)
+class _Window:
+    """The transactions of a CHUNKING batch in flight, oldest first."""
+
+    entries: deque[_InFlight] = field(default_factory=deque)
+    octets: int = 0
+    # A transaction of this window was refused: read the rest before writing.
+    refused: bool = False
+    newest_refused: bool = False
+
+    def add(self, entry: _InFlight) -> None:
+        self.entries.append(entry)
+        self.octets += len(entry.chunk.data)

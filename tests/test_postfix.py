@@ -107,3 +107,57 @@ async def test_a_batch_with_a_refused_large_message_between_two(
         lambda content: f"Delivered-To: {last_recipient}".encode() in content
     )
     assert PostfixServer.original_bytes(delivered_last) == last
+
+
+@pytest.mark.anyio
+async def test_a_chunking_batch_of_50_arrives_once_each(
+    flavour: Flavour, postfix: PostfixServer
+) -> None:
+    # Several whole transactions in flight at a time; one job has no valid
+    # recipient and one a refused one among good ones: the jobs written after
+    # them in the same window must come out untouched.
+    sender = f"sender@{postfix.domain}"
+    bodies: list[bytes] = []
+    items: list[tuple[str, list[str], bytes]] = []
+    for number in range(50):
+        recipient = postfix.new_address(f"window-{number}")
+        recipients = [recipient]
+        if number == 20:
+            recipients = [postfix.reject_address]
+        elif number == 35:
+            recipients = [recipient, postfix.reject_address]
+        body = (
+            (
+                f"From: {sender}\r\nTo: {recipient}\r\n"
+                f"Message-ID: {make_msgid(domain='smtpbee.test')}\r\nSubject: window {number}\r\n"
+                f"\r\n.message {number}\r\n"
+            ).encode()
+            + bytes(range(32, 127)) * number
+            + b"\r\n"
+        )
+        bodies.append(body)
+        items.append((sender, recipients, body))
+    async with client(flavour, postfix) as c:
+        assert "PIPELINING" in c.extensions and "CHUNKING" in c.extensions
+        results = await c.send_batch(items)
+        assert c.usable
+    assert len(results) == 50
+    for number, result in enumerate(results):
+        if number == 20:
+            assert isinstance(result, PermanentReplyError)
+            assert result.recipients[postfix.reject_address].code == 550
+            continue
+        assert not isinstance(result, Exception), (number, result)
+        assert result.accepted == [items[number][1][0]]
+        if number == 35:
+            assert result.refused[postfix.reject_address].code == 550
+    for number, body in enumerate(bodies):
+        if number == 20:
+            continue
+        message_id = body.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0]
+        delivered = postfix.wait_for_message(message_id.decode())
+        assert PostfixServer.original_bytes(delivered) == body
+        copies = [p for p in postfix.delivered() if message_id in p.read_bytes()]
+        assert len(copies) == 1, number
+    refused_id = bodies[20].split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0]
+    assert not any(refused_id in p.read_bytes() for p in postfix.delivered())

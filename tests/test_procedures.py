@@ -1205,6 +1205,137 @@ def test_send_batch_with_chunking_records_a_refused_envelope() -> None:
     assert [d.recipients for d in wire.messages] == [("c@x.test",)]
 
 
+def _requests_in_order(wire: ProcedureDriver, since: int) -> str:
+    """W for each write, R for each read, from request number ``since`` on."""
+    return "".join(
+        "W" if isinstance(r, Write) else "R" if isinstance(r, Read) else ""
+        for r in wire.requests[since:]
+    )
+
+
+def test_send_batch_with_chunking_keeps_a_window_of_transactions_in_flight() -> None:
+    wire = model(refusing("gone@x.test"), extensions=("PIPELINING", "CHUNKING"))
+    s, _ = opened(wire)
+    mark = len(wire.requests)
+    recipients = [["gone@x.test"] if i == 3 else [f"r{i}@x.test"] for i in range(20)]
+    results = wire.run(s.send_batch(_jobs(*recipients)), _bodies(20))
+    assert [type(r).__name__ for r in results] == [
+        "PermanentReplyError" if i == 3 else "SendResult" for i in range(20)
+    ]
+    assert isinstance(results[3], PermanentReplyError)
+    assert results[3].recipients["gone@x.test"].code == 550
+    assert [d.recipients[0] for d in wire.messages] == [f"r{i}@x.test" for i in range(20) if i != 3]
+    assert [d.content for d in wire.messages][:3] == [
+        b"Subject: %d\r\n\r\n.dot %d\r\n" % (i, i) for i in range(3)
+    ]
+    # Eight whole transactions are written before the first reply is read.
+    assert _requests_in_order(wire, mark).startswith("W" * 8 + "R")
+    written = writes(wire, mark)
+    assert written[0].startswith(b"MAIL FROM:") and written[0].count(b"BDAT") == 1
+    # Each one behind an unanswered one starts with RSET; after the refusal the
+    # window was answered whole, and the newest (message 10) was delivered.
+    assert [w.startswith(b"RSET\r\nMAIL FROM:") for w in written[:12]] == [
+        i not in (0, 11) for i in range(12)
+    ]
+
+
+def test_send_batch_with_chunking_sends_a_large_message_alone() -> None:
+    wire = model(extensions=("PIPELINING", "CHUNKING"))
+    s, _ = opened(wire)
+    large = b"x" * (1 << 20) + b"\r\n"
+    bodies = [b"one\r\n", b"", large, b"", b"three\r\n", b""]
+    results = wire.run(s.send_batch(_jobs(["b@x.test"], ["c@x.test"], ["d@x.test"])), bodies)
+    assert all(isinstance(r, SendResult) for r in results)
+    assert [d.content for d in wire.messages] == [b"one\r\n", large, b"three\r\n"]
+    assert lines(wire).count("RSET") == 0
+
+
+def test_send_batch_with_chunking_a_large_message_after_a_refusal_resets_first() -> None:
+    wire = model(refusing("gone@x.test"), extensions=("PIPELINING", "CHUNKING"))
+    s, _ = opened(wire)
+    large = b"x" * (1 << 20) + b"\r\n"
+    bodies = [b"one\r\n", b"", large, b""]
+    results = wire.run(s.send_batch(_jobs(["gone@x.test"], ["c@x.test"])), bodies)
+    assert isinstance(results[0], PermanentReplyError) and isinstance(results[1], SendResult)
+    assert [d.content for d in wire.messages] == [large]
+    assert lines(wire).count("RSET") == 1
+
+
+def test_send_batch_with_chunking_a_job_refused_locally_in_the_window() -> None:
+    # REQUIRETLS only goes over TLS: the connection refuses the group unsent.
+    wire = model(extensions=("PIPELINING", "CHUNKING", "REQUIRETLS"))
+    s, _ = opened(wire)
+    jobs = _jobs(["b@x.test"], ["c@x.test"], ["d@x.test"])
+    jobs[1] = MailJob(
+        sender="a@x.test",
+        recipients=["c@x.test"],
+        body=BodyInfo(),
+        mail_options={"requiretls": True},
+    )
+    jobs.append(MailJob(sender="a@x.test", recipients=[], body=BodyInfo()))
+    bodies = [b"one\r\n", b"", b"two\r\n", b"", b"3\r\n", b"", b"four\r\n", b""]
+    results = wire.run(s.send_batch(jobs), bodies)
+    assert isinstance(results[0], SendResult) and isinstance(results[2], SendResult)
+    assert isinstance(results[1], LocalProtocolError)
+    assert isinstance(results[3], InvalidInputError)
+    received = wire.transcript.client()
+    assert b"two" not in received and b"four" not in received
+
+
+def test_send_batch_with_chunking_a_large_message_lost_midway() -> None:
+    s, wire = scripted_session({"BDAT": close()}, extensions=["PIPELINING", "CHUNKING"])
+    large = b"x" * (1 << 20) + b"\r\n"
+    results = wire.run(s.send_batch(_jobs(["b@x.test"], ["c@x.test"])), [large, b"", b"2", b""])
+    assert isinstance(results[0], OutcomeUnknownError)
+    assert isinstance(results[1], ConnectionLostError)
+    assert not isinstance(results[1], OutcomeUnknownError)
+
+
+def test_send_batch_with_chunking_a_large_message_refused_then_closed() -> None:
+    s, wire = scripted_session(
+        {"BDAT": ["552 5.3.4 too big", close()]}, extensions=["PIPELINING", "CHUNKING"]
+    )
+    large = b"x" * (1 << 20) + b"\r\n"
+    results = wire.run(s.send_batch(_jobs(["b@x.test"], ["c@x.test"])), [large, b"", b"2", b""])
+    assert isinstance(results[0], PermanentReplyError) and results[0].code == 552
+    assert isinstance(results[1], ConnectionLostError)
+    assert not isinstance(results[1], OutcomeUnknownError)
+
+
+def test_send_batch_with_chunking_a_large_message_refused_keeps_the_session() -> None:
+    s, wire = scripted_session({"BDAT": "552 5.3.4 too big"}, extensions=["PIPELINING", "CHUNKING"])
+    large = b"x" * (1 << 20) + b"\r\n"
+    results = wire.run(s.send_batch(_jobs(["b@x.test"])), [large, b"more\r\n", b""])
+    assert isinstance(results[0], PermanentReplyError) and results[0].code == 552
+    assert s.conn.open
+
+
+def test_send_batch_with_chunking_settles_a_refused_content_and_a_lost_window() -> None:
+    handlers = {"MESSAGE": replies(DEFAULT, "554 5.6.0 refused", DEFAULT, close())}
+    s, wire = scripted_session(handlers, extensions=["PIPELINING", "CHUNKING"])
+    bodies = [piece for i in range(6) for piece in (b"message %d\r\n" % i, b"")]
+    results = wire.run(s.send_batch(_jobs(*[[f"r{i}@x.test"] for i in range(6)])), bodies)
+    assert isinstance(results[0], SendResult)
+    assert isinstance(results[1], PermanentReplyError) and results[1].code == 554
+    assert isinstance(results[2], SendResult)
+    # Message 3's content was out when the server closed, and so was that of
+    # the two written behind it in the same window.
+    assert all(isinstance(r, OutcomeUnknownError) for r in results[3:])
+    assert [d.content for d in wire.messages] == [b"message 0\r\n", b"message 2\r\n"]
+
+
+def test_send_batch_with_chunking_bounds_the_content_in_flight() -> None:
+    wire = model(extensions=("PIPELINING", "CHUNKING"))
+    s, _ = opened(wire)
+    mark = len(wire.requests)
+    half = b"y" * (600 * 1024) + b"\r\n"
+    bodies = [half, b"", half, b"", half, b""]
+    results = wire.run(s.send_batch(_jobs(["b@x.test"], ["c@x.test"], ["d@x.test"])), bodies)
+    assert all(isinstance(r, SendResult) for r in results)
+    # Two messages make more than a chunk's worth in flight: read before the third.
+    assert _requests_in_order(wire, mark).startswith("WWR")
+
+
 def test_send_batch_garbage_while_awaiting_a_final_reply() -> None:
     s, wire = scripted_session({"MESSAGE": b"xyz\r\n"})
     results = wire.run(

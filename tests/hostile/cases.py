@@ -1806,6 +1806,56 @@ FAULTS = (
         ONE_FIRST,
         steps=(Batch(BATCH),),
     ),
+    # A CHUNKING batch writes the three transactions whole (MAIL, RCPT, BDAT
+    # LAST) before reading a reply: each reply is matched by its position.
+    case(
+        "refused-mail-in-chunking-window",
+        TIMEOUTS_AND_FAULTS,
+        "554 to the second MAIL of a CHUNKING batch written whole: the second gets the "
+        "refusal, the first and third are delivered once; the third starts with RSET",
+        "RFC 3030 §2, §4.2; RFC 2920 §3.1; smtpbee design (a refusal is never misattributed)",
+        Server({"MAIL": replies(DEFAULT, "554 5.7.1 not from you")}, extensions=CHUNKING),
+        Expect(batch=("SendResult", "PermanentReplyError", "SendResult"), delivered=2),
+        ONE_FIRST,
+        ONE_SECOND,
+        twice(b"third message", "a message of the window was sent twice"),
+        steps=(Batch(BATCH),),
+    ),
+    case(
+        "421-inside-chunking-window",
+        TIMEOUTS_AND_FAULTS,
+        "421 to the second MAIL of a CHUNKING batch written whole: the first keeps its "
+        "result, the second and third get the 421 (the server took neither); no retry",
+        "RFC 5321 §3.8; RFC 2920 §3.1; smtpbee design (results settled are kept)",
+        Server(
+            {"MAIL": replies(DEFAULT, ["421 4.3.2 shutting down", close()])},
+            extensions=CHUNKING,
+        ),
+        Expect(
+            batch=("SendResult", "TransientReplyError", "TransientReplyError"),
+            usable=False,
+            delivered=1,
+        ),
+        ONE_FIRST,
+        ONE_SECOND,
+        steps=(Batch(BATCH),),
+    ),
+    case(
+        "eof-after-chunking-window",
+        TIMEOUTS_AND_FAULTS,
+        "the connection closes instead of the second BDAT LAST's reply, the whole window "
+        "written: the second and third have their content out, so both are outcome-unknown",
+        UNKNOWN,
+        Server({"MESSAGE": replies(DEFAULT, close())}, extensions=CHUNKING),
+        Expect(
+            batch=("SendResult", "OutcomeUnknownError", "OutcomeUnknownError"),
+            usable=False,
+            delivered=1,
+        ),
+        ONE_FIRST,
+        ONE_SECOND,
+        steps=(Batch(BATCH),),
+    ),
     case(
         "tls-cut-mid-reply",
         TIMEOUTS_AND_FAULTS,
