@@ -493,12 +493,14 @@ class ClientSession:
 
         With PIPELINING (and DATA), consecutive transactions overlap as RFC 2920
         §3.1 allows: one message's terminator and the next envelope share a
-        write. The bodies are pulled one after another, each ended by b"".
+        write. With CHUNKING too, up to 8 whole transactions (MAIL, RCPT...,
+        BDAT LAST) are in flight before their replies are read. The bodies are
+        pulled one after another, each ended by b"".
 
         Returns:
             One entry per job, in order: its SendResult, or the SMTPError that
             ended it. When the session ends midway, the jobs settled before keep
-            their results, the message whose content was out gets
+            their results, the messages whose content was out get
             OutcomeUnknownError (or the server's 421), and every later job the
             error that ended the session.
         """

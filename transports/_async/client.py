@@ -194,7 +194,8 @@ class AsyncClient(AsyncHooks):
 
         Each item is an email message or a ``(sender, recipients, body)`` tuple.
         With PIPELINING one message's terminator and the next one's envelope
-        share a write. Returns, per item, its SendResult or the SMTPError that
+        share a write; with CHUNKING several whole transactions are in flight.
+        Returns, per item, its SendResult or the SMTPError that
         ended it; results settled before a session-ending failure are kept.
         """
         proc, bodies = self._plan_batch(items)
