@@ -34,7 +34,8 @@ message's policy and CRLF line ends).
 Every figure is the median over R rounds of process CPU time per reply or per
 transaction; the machine's load moves them, the ratios within one run are what counts.
 
-Nothing here is a test, and nothing asserts a time.
+``--json PATH`` also writes the figures there. Nothing here is a test, and nothing
+asserts a time.
 """
 
 from __future__ import annotations
@@ -48,12 +49,15 @@ import email.policy
 import email.utils
 import functools
 import io
+import json
 import pstats
 import smtplib
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage, Message
+from pathlib import Path
+from typing import Any
 
 from smtpbee._commands import Data, EndOfData, Mail, MessageData, Rcpt
 from smtpbee._connection import Connection
@@ -316,36 +320,45 @@ def median_cpu(run: Callable[[], None], count: int, rounds: int) -> float:
     return statistics.median(times) / count * 1e6
 
 
-def bench_parser(count: int, rounds: int) -> None:
+def bench_parser(count: int, rounds: int) -> dict[str, Any]:
     print(f"reply parser: us CPU per server write, median of {rounds} rounds of {count}")
     print(f"{'':22s}" + "".join(f"{name:>22s}" for name in PARSER_CASES))
     inputs = {case: make(count) for case, make in PARSER_CASES.items()}
+    rows = []
     for name, parse in PARSERS.items():
         figures = [
             median_cpu(functools.partial(parse, writes), count, rounds)
             for writes in inputs.values()
         ]
         print(f"{name:22s}" + "".join(f"{figure:22.2f}" for figure in figures))
+        rows.append({"name": name, "us_per_write": dict(zip(inputs, figures, strict=True))})
+    return {"count": count, "rounds": rounds, "cases": list(inputs), "rows": rows}
 
 
-def bench_transactions(count: int, rounds: int) -> None:
+def bench_transactions(count: int, rounds: int) -> dict[str, Any]:
     print(f"transactions: us CPU per transaction, median of {rounds} rounds of {count}")
     core = median_cpu(lambda: smtpbee_core(count), count, rounds)
     minimal = median_cpu(lambda: minimal_client(count), count, rounds)
     print(f"smtpbee core      {core:6.1f}")
     print(f"minimal client    {minimal:6.1f}")
     print(f"core overhead     {core - minimal:6.1f} ({core / minimal:.1f}x)")
+    return {"count": count, "rounds": rounds, "smtpbee_core_us": core, "minimal_client_us": minimal}
 
 
-def bench_messages(count: int, rounds: int) -> None:
+def bench_messages(count: int, rounds: int) -> dict[str, Any]:
     print(f"send_message preparation: us CPU per message, median of {rounds} rounds of {count}")
     print(f"{'':22s}" + "".join(f"{name:>26s}" for name in MESSAGE_CASES))
     messages = [make() for make in MESSAGE_CASES.values()]
+    rows = []
     for name, prepare in MESSAGE_PREPARERS.items():
         figures = [
             median_cpu(functools.partial(prepare, msg, count), count, rounds) for msg in messages
         ]
         print(f"{name:22s}" + "".join(f"{figure:26.1f}" for figure in figures))
+        rows.append(
+            {"name": name, "us_per_message": dict(zip(MESSAGE_CASES, figures, strict=True))}
+        )
+    return {"count": count, "rounds": rounds, "cases": list(MESSAGE_CASES), "rows": rows}
 
 
 def main() -> None:
@@ -359,6 +372,7 @@ def main() -> None:
         choices=["parser", "transactions", "messages"],
         help="cProfile smtpbee's side of one",
     )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     args = parser.parse_args()
     if args.profile is not None:
         profiler = cProfile.Profile()
@@ -372,11 +386,18 @@ def main() -> None:
             profiler.runcall(smtpbee_core, args.transactions)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    bench_parser(args.replies, args.rounds)
+    parser_figures = bench_parser(args.replies, args.rounds)
     print()
-    bench_transactions(args.transactions, args.rounds)
+    transaction_figures = bench_transactions(args.transactions, args.rounds)
     print()
-    bench_messages(args.messages, args.rounds)
+    message_figures = bench_messages(args.messages, args.rounds)
+    if args.json is not None:
+        figures = {
+            "parser": parser_figures,
+            "transactions": transaction_figures,
+            "messages": message_figures,
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

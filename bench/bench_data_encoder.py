@@ -10,18 +10,21 @@ with ".") and on the same body with bare LF line endings:
   only, then the CRLF "." CRLF ending) and ``smtplib.quotedata`` on str (which
   also normalises line endings, at the cost of a decode and an encode).
 
-The median of R runs is shown; nothing here is a test.
+The median of R runs is shown; ``--json PATH`` also writes the figures there.
+Nothing here is a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import smtplib
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from smtpbee._data import DataEncoder
 
@@ -86,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     args = parser.parse_args()
 
     crlf_body = make_body(args.size_mb * 1_000_000)
@@ -101,9 +105,14 @@ def main() -> None:
     ]
     print(f"{args.size_mb} MB body, median of {args.repeat}, MB/s of input")
     print(f"{'':40s}" + "".join(f"{name:>12s}" for name in bodies))
+    rows = []
     for name, function in contenders:
         rates = [median_rate(function, body, args.repeat) for body in bodies.values()]
         print(f"{name:40s}" + "".join(f"{rate:12.0f}" for rate in rates))
+        rows.append({"name": name, "mb_per_s": dict(zip(bodies, rates, strict=True))})
+    if args.json is not None:
+        figures = {"size_mb": args.size_mb, "repeat": args.repeat, "bodies": list(bodies)}
+        args.json.write_text(json.dumps(figures | {"rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

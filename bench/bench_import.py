@@ -12,7 +12,8 @@ at each start. So by default the children share a fresh ``PYTHONPYCACHEPREFIX`` 
 temporary directory, removed at the end), warmed by one untimed run per import: every
 library is measured as it would run installed. ``--no-bytecode-cache`` measures the
 environment as it is instead. ``--profile MOD`` prints the slowest entries of
-``python -X importtime -c "import MOD"`` (same bytecode setting).
+``python -X importtime -c "import MOD"`` (same bytecode setting). ``--json PATH`` also
+writes the figures there.
 
 Nothing here is a test, and nothing asserts a time.
 """
@@ -28,7 +29,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 TARGETS = (
     "smtpbee",
@@ -146,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="use the environment as it is (PYTHONDONTWRITEBYTECODE included)",
     )
     parser.add_argument("--profile", metavar="MOD", action="append", default=[])
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     parser.add_argument("modules", nargs="*", default=list(TARGETS), metavar="MODULE")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="smtpbee-bench-pycache-") as pycache:
@@ -154,17 +157,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Python {sys.version.split()[0]}; {args.runs} fresh interpreters per import;"
               f" bytecode {cache}")  # fmt: skip
         print(f"{'import':<28} {'median ms':>9} {'min ms':>7} {'modules':>8}  notable")
+        figures: list[Figure] = []
         for module in args.modules:
             if importlib.util.find_spec(module.split(".")[0]) is None:
                 print(f"{module:<28} {'(not installed)':>26}")
                 continue
             figure = measure(module, args.runs, env)
+            figures.append(figure)
             print(
                 f"{figure.module:<28} {figure.median_ms:>9.1f} {figure.min_ms:>7.1f}"
                 f" {figure.modules:>8}  {', '.join(figure.notable) or '-'}"
             )
         for module in args.profile:
             profile(module, env)
+    if args.json is not None:
+        rows = [asdict(figure) for figure in figures]
+        document = {"runs": args.runs, "bytecode": cache, "rows": rows}
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
     return 0
 
 

@@ -17,7 +17,8 @@ only, it prints for each client:
   batch keeps several whole transactions in flight.
 
 smtpproto only sends EmailMessage objects, so its figure includes serialising one.
-``--clients`` picks some of the clients, ``--big-only`` skips the small messages.
+``--clients`` picks some of the clients, ``--big-only`` skips the small messages,
+``--json PATH`` also writes the figures there (bench/run_all.py reads them).
 Nothing here is a test.
 """
 
@@ -27,6 +28,8 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import json
+import math
 import os
 import selectors
 import shutil
@@ -38,6 +41,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
 
 SENDER = "bench@x.test"
 RECIPIENT = "sink@x.test"
@@ -305,6 +310,7 @@ def main() -> None:
         "--clients", help=f"comma-separated, of: {', '.join(CLIENTS)} (default: all)"
     )
     parser.add_argument("--big-only", action="store_true", help="only the big message")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     parser.add_argument("--chunking-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.chunking_sink:
@@ -315,7 +321,15 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown clients: {', '.join(unknown)}")
     big = f"{args.big_mb} MB"
+    figures: dict[str, Any] = {
+        "messages": args.messages,
+        "big_mb": args.big_mb,
+        "data": [],
+        "bdat_small": [],
+        "bdat_big": [],
+    }
     with sink() as (port, sink_name):
+        figures["sink"] = sink_name
         print(f"sink: {sink_name}; {args.messages} messages on one connection; best of 3")
         print(
             f"{'client':18} {'msg/s':>8} {'µs/msg':>8} {'RT/msg':>7}"
@@ -324,14 +338,17 @@ def main() -> None:
         for name in names:
             client = CLIENTS[name]
             small = "        -        -       -"
+            row: dict[str, Any] = {"client": name}
             if not args.big_only:
                 best = min(_timed(client, port, args.messages) for _ in range(3))
                 idle = count_round_trips(port, functools.partial(_run, client, 0))
                 busy = count_round_trips(port, functools.partial(_run, client, 20))
                 rate = args.messages / best
                 small = f"{rate:8.0f} {1e6 / rate:8.0f} {(busy - idle) / 20:7.2f}"
+                row.update(msgs_per_s=rate, us_per_msg=1e6 / rate, rt_per_msg=(busy - idle) / 20)
             peak, cpu = big_message(name, port, args.big_mb)
             print(f"{name:18} {small} {peak:8.0f} {cpu:6.2f}")
+            figures["data"].append(row | {"peak_mb": _finite(peak), "cpu_s": _finite(cpu)})
     chunking = [name for name in names if name.startswith("smtpbee")]
     if chunking:
         with chunking_sink() as port:
@@ -346,11 +363,29 @@ def main() -> None:
                     busy = count_round_trips(port, functools.partial(_run, client, 20))
                     rate = args.messages / best
                     print(f"{name:18} {rate:8.0f} {1e6 / rate:8.0f} {(busy - idle) / 20:7.2f}")
+                    figures["bdat_small"].append(
+                        {
+                            "client": name,
+                            "msgs_per_s": rate,
+                            "us_per_msg": 1e6 / rate,
+                            "rt_per_msg": (busy - idle) / 20,
+                        }
+                    )
             print(f"\n{big} via BDAT (this script's CHUNKING sink)")
             print(f"{'client':18} {'peak MB':>8} {'CPU s':>6}")
             for name in chunking:
                 peak, cpu = big_message(name, port, args.big_mb)
                 print(f"{name:18} {peak:8.0f} {cpu:6.2f}")
+                figures["bdat_big"].append(
+                    {"client": name, "peak_mb": _finite(peak), "cpu_s": _finite(cpu)}
+                )
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def _finite(figure: float) -> float | None:
+    # A failed run is NaN in the table; JSON has no NaN.
+    return None if math.isnan(figure) else figure
 
 
 def _run(client: Callable[[int, int, bytes], None], count: int, port: int) -> None:
