@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage, Message
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from smtpbee._commands import Data, EndOfData, Mail, MessageData, Rcpt
 from smtpbee._connection import Connection
@@ -159,9 +159,14 @@ def new_one_line_replies(count: int) -> list[bytes]:
     return [b"250 2.0.0 Ok: queued as %08X\r\n" % number for number in range(count)]
 
 
-def parse_smtpbee(writes: list[bytes]) -> None:
+class _ReplyReader(Protocol):
+    def feed(self, data: bytes, /) -> None: ...
+    def next_reply(self) -> object: ...
+
+
+def parse_each_write(new_reader: Callable[[], _ReplyReader], writes: list[bytes]) -> None:
     """One feed per server write, then next_reply until None, as the Connection asks."""
-    reader = ReplyReader()
+    reader = new_reader()
     feed = reader.feed
     next_reply = reader.next_reply
     for write in writes:
@@ -221,15 +226,8 @@ class MinimalReplyReader:
         return None
 
 
-def parse_minimal(writes: list[bytes]) -> None:
-    """The same loop as parse_smtpbee, on MinimalReplyReader."""
-    reader = MinimalReplyReader()
-    feed = reader.feed
-    next_reply = reader.next_reply
-    for write in writes:
-        feed(write)
-        if next_reply() is None or next_reply() is not None:
-            raise AssertionError("not one reply per write")
+parse_smtpbee = functools.partial(parse_each_write, ReplyReader)
+parse_minimal = functools.partial(parse_each_write, MinimalReplyReader)
 
 
 PARSER_CASES: dict[str, Callable[[int], list[bytes]]] = {
