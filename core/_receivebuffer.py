@@ -66,6 +66,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -80,10 +81,18 @@ _SPACE: Final = 0x20
 _HYPHEN: Final = 0x2D
 _ZERO: Final = 0x30
 
-# Every valid reply code by its three octets: 200 to 559, the second digit at
-# most 5 (RFC 5321 §4.2: %x32-35 %x30-35 %x30-39). A lookup refuses signs,
-# blanks and non-ASCII digits, which int() would accept.
-_CODES: Final = {b"%d" % code: code for code in range(200, 560) if code % 100 < 60}
+# The rule of a reply code, RFC 5321 §4.2: %x32-35 %x30-35 %x30-39, each
+# digit within its range. Every check of a code below is made from it.
+_CODE_DIGITS: Final = ((2, 5), (0, 5), (0, 9))
+_FIRST_DIGITS, _SECOND_DIGITS, _THIRD_DIGITS = (range(low, high + 1) for low, high in _CODE_DIGITS)
+# A code as a character class per digit, for the multi-line pattern: "[2-5][0-5][0-9]".
+_CODE_PATTERN: Final = b"".join(b"[%d-%d]" % pair for pair in _CODE_DIGITS)
+# Every valid reply code by its three octets. A lookup refuses signs, blanks
+# and non-ASCII digits, which int() would accept.
+_CODES: Final = {
+    b"%d%d%d" % digits: digits[0] * 100 + digits[1] * 10 + digits[2]
+    for digits in itertools.product(*(range(low, high + 1) for low, high in _CODE_DIGITS))
+}
 # The same for the start of a reply's last line, code and space: "250 ".
 _FINAL_LINE_CODES: Final = {digits + b" ": code for digits, code in _CODES.items()}
 # What separates the texts of two lines of a multi-line reply: "\r\n250-".
@@ -126,7 +135,7 @@ _NOT_SEEN: Final = EnhancedStatus(0, 0, 0)
 # the same code on each, every line ending with CRLF. Group 2 is where the last
 # line starts. The longest text a line may carry is filled in from the line limit.
 _MULTILINE_REPLY = (
-    rb"([2-5][0-5][0-9])-[^\r\n]{0,%(text)d}+\r\n"
+    rb"(%(code)s)-[^\r\n]{0,%(text)d}+\r\n"
     rb"(?:\1-[^\r\n]{0,%(text)d}+\r\n)*+"
     rb"(\1) [^\r\n]{0,%(text)d}+\r\n"
 )
@@ -155,7 +164,9 @@ def _multiline_text_limit(line_limit: int) -> int:
         return _NO_MULTILINE_PATTERN
     if len(_multiline_replies) >= _MULTILINE_PATTERNS_KEPT:
         return _NO_MULTILINE_PATTERN
-    _multiline_replies[text] = re.compile(_MULTILINE_REPLY % {b"text": text})
+    _multiline_replies[text] = re.compile(
+        _MULTILINE_REPLY % {b"code": _CODE_PATTERN, b"text": text}
+    )
     return text
 
 
@@ -212,7 +223,7 @@ def _reply_code(buf: bytes | bytearray, start: int, stop: int) -> int:
     first = buf[start] - _ZERO
     second = buf[start + 1] - _ZERO if available > 1 else 0
     third = buf[start + 2] - _ZERO if available > 2 else 0
-    if not (2 <= first <= 5 and 0 <= second <= 5 and 0 <= third <= 9):
+    if not (first in _FIRST_DIGITS and second in _SECOND_DIGITS and third in _THIRD_DIGITS):
         raise RemoteProtocolError(
             f"invalid reply code at the start of {_quote(buf, start, stop)}"
             " (expected three digits, 200-559)"
