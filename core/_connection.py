@@ -267,6 +267,15 @@ class Connection:
         return tuple(p.command for p in self._pending)
 
     @property
+    def awaiting_replies(self) -> bool:
+        """Whether any command sent still awaits its reply (``pending``, without the tuple)."""
+        return bool(self._pending)
+
+    def awaiting_any(self, verbs: frozenset[Verb]) -> bool:
+        """Whether a command with one of these verbs still awaits its reply."""
+        return any(pending.verb in verbs for pending in self._pending)
+
+    @property
     def accepted_recipients(self) -> tuple[str, ...]:
         """Recipients the server accepted in the current (or last) mail transaction."""
         return tuple(self._accepted)

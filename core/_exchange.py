@@ -97,6 +97,8 @@ class Exchange:
     ) -> None:
         self.conn = conn
         self.timeouts = timeouts
+        # Every write and read asks for its phase's seconds: looked up once.
+        self._seconds = {phase: timeouts.for_phase(phase) for phase in Phase}
         self._transcript = transcript
         self._session_log = session_log
         # Content has been written for a transaction not yet answered.
@@ -166,7 +168,7 @@ class Exchange:
 
     def _write(self, buffers: Sequence[bytes], phase: Phase) -> Procedure[None]:
         try:
-            yield Write(buffers, phase, self.timeouts.for_phase(phase))
+            yield Write(buffers, phase, self._seconds[phase])
         except (SMTPTimeoutError, ConnectionLostError) as exc:
             raise self.fail(exc)  # noqa: B904 - fail() chose the cause
 
@@ -182,7 +184,7 @@ class Exchange:
             if event is NEED_DATA:
                 phase = conn.waiting_for or Phase.COMMAND
                 try:
-                    data = yield Read(phase, self.timeouts.for_phase(phase), new_wait)
+                    data = yield Read(phase, self._seconds[phase], new_wait)
                 except (SMTPTimeoutError, ConnectionLostError) as exc:
                     raise self.fail(exc)  # noqa: B904 - fail() chose the cause
                 conn.receive_data(data)
@@ -248,9 +250,7 @@ class Exchange:
 
     def _content_pending(self) -> bool:
         conn = self.conn
-        return conn.state in _CONTENT_STATES or any(
-            command.verb in _CONTENT_VERBS for command in conn.pending
-        )
+        return conn.state in _CONTENT_STATES or conn.awaiting_any(_CONTENT_VERBS)
 
     def reply(self) -> Procedure[ReplyEvent]:
         """The next reply to a command.
@@ -281,7 +281,7 @@ class Exchange:
     def send(self, commands: Sequence[Command]) -> Procedure[None]:
         """Write commands as one group (a single write)."""
         conn = self.conn
-        if not conn.pending and conn.open:
+        if not conn.awaiting_replies and conn.open:
             yield from self._collect_unasked()
         try:
             buffers = conn.send_buffers(commands)

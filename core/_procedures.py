@@ -447,7 +447,8 @@ class ClientSession:
 
         Pipelined when the server offers PIPELINING, chunked when it offers
         CHUNKING (a small message is then one round trip). The body is handed
-        over piece by piece through PullBody requests, ending with b"".
+        over piece by piece through PullBody requests, ending with b"" (a body
+        given whole in ``BodyInfo.whole`` asks for none).
 
         Args:
             sender: the envelope sender; "" is the null sender ``<>``.
@@ -495,7 +496,8 @@ class ClientSession:
         §3.1 allows: one message's terminator and the next envelope share a
         write. With CHUNKING too, up to 8 whole transactions (MAIL, RCPT...,
         BDAT LAST) are in flight before their replies are read. The bodies are
-        pulled one after another, each ended by b"".
+        pulled one after another, each ended by b"" (those given whole in
+        ``BodyInfo.whole`` are not pulled).
 
         Returns:
             One entry per job, in order: its SendResult, or the SMTPError that

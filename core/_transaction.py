@@ -12,7 +12,9 @@
 #   Without PIPELINING each command waits for its reply.
 # * The body is pulled (PullBody) piece by piece and never held whole: DATA
 #   content is written in pieces of about _WRITE_SIZE (the last one together
-#   with the terminator), BDAT in chunks of about _CHUNK_SIZE.
+#   with the terminator), BDAT in chunks of about _CHUNK_SIZE. A body the
+#   caller already holds whole comes with the plan (BodyInfo.content) and is
+#   taken as the one piece, with no PullBody round trip.
 # * A refused envelope (MAIL, or every RCPT) or a refused content ends the
 #   transaction with a ReplyError after an RSET, so the session can go on; a
 #   DATA that is accepted although every recipient was refused gets the
@@ -120,11 +122,18 @@ class BodyInfo:
     size: int | None = None
     eight_bit: bool | None = None
     binary: bool = False
+    content: bytes | None = field(default=None, repr=False, compare=False)
+    """The body itself, when it is held whole: sent as it is, and no PullBody is asked."""
 
     @classmethod
     def of_bytes(cls, body: bytes) -> BodyInfo:
         """What is known of a body held whole: its size, and whether it is 8-bit."""
         return cls(size=len(body), eight_bit=not body.isascii())
+
+    @classmethod
+    def whole(cls, body: bytes, *, binary: bool = False) -> BodyInfo:
+        """A body held whole and handed over with the plan: no PullBody is asked for it."""
+        return cls(size=len(body), eight_bit=not body.isascii(), binary=binary, content=body)
 
 
 def wants_smtputf8(extensions: Extensions, *, addresses: bool, headers: bool) -> bool:
@@ -224,12 +233,24 @@ class MailTransactions:
         # hands out its bodies one after another, so a job that ends early
         # must have the rest of its body skipped, or the next job would send it.
         self._body_ended = False
+        # The body of the current job when the plan holds it whole
+        # (BodyInfo.content): handed out without a PullBody, then b"".
+        self._unpulled: bytes | None = None
         # What ended the session after a refusal had settled its transaction
         # (see _reset_after): the error for the jobs of a batch that follow.
         self._ended_after_refusal: SMTPError | None = None
 
+    def _begin_body(self, body: BodyInfo) -> None:
+        """The next pieces are this body's."""
+        self._body_ended = False
+        self._unpulled = body.content
+
     def _pull(self) -> Procedure[bytes]:
-        piece: bytes = yield PullBody()
+        piece = self._unpulled
+        if piece is None:
+            piece = yield PullBody()
+        else:
+            self._unpulled = b""
         if not piece:
             self._body_ended = True
         return piece
@@ -255,6 +276,7 @@ class MailTransactions:
             OutcomeUnknownError: the connection failed after content was
                 written (``.recipients`` says who would have it).
         """
+        self._begin_body(job.body)
         mail, rcpts, chunked = self._prepare(job)
         result = SendResult(recipients={})
         try:
@@ -349,7 +371,7 @@ class MailTransactions:
         index = -1
         try:
             for index, job in enumerate(jobs):
-                self._body_ended = False
+                self._begin_body(job.body)
                 try:
                     mail, rcpts, chunked = self._prepare(job)
                 except LocalProtocolError as exc:
@@ -432,7 +454,7 @@ class MailTransactions:
         index = -1
         try:
             for index, job in enumerate(jobs):
-                self._body_ended = False
+                self._begin_body(job.body)
                 try:
                     mail, rcpts, _ = self._prepare(job)
                 except LocalProtocolError as exc:

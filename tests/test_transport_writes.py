@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -24,30 +25,50 @@ MESSAGE = b"Subject: hi\r\n\r\nHello.\r\n"
 
 
 class CountingSocket(socket.socket):
-    """A socket that counts settimeout() calls and the sends that timed out."""
+    """A socket that counts the timeouts set on it and the sends that timed out.
+
+    A timeout is set either by settimeout() or, where the kernel keeps it
+    (Linux), by SO_RCVTIMEO; settimeout(None), which hands the timeout to the
+    kernel, sets none.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.timeouts_set: list[float | None] = []
+        self.timeouts_set: list[float] = []
         self.sends_timed_out = 0
 
     def settimeout(self, value: float | None) -> None:
-        self.timeouts_set.append(value)
+        if value is not None:
+            self.timeouts_set.append(value)
         super().settimeout(value)
 
-    def sendmsg(self, *args: Any, **kwargs: Any) -> int:
-        try:
-            return super().sendmsg(*args, **kwargs)
-        except TimeoutError:
-            self.sends_timed_out += 1
-            raise
+    def setsockopt(self, level: int, option: int, value: Any, *rest: Any) -> None:
+        if (level, option) == (socket.SOL_SOCKET, socket.SO_RCVTIMEO):
+            seconds, micros = struct.unpack("ll", value)
+            self.timeouts_set.append(seconds + micros / 1_000_000)
+        super().setsockopt(level, option, value, *rest)
 
-    def send(self, *args: Any, **kwargs: Any) -> int:
+    def _counted(self, sent: int, asked: int) -> int:
+        # A blocking socket returns short only when SO_SNDTIMEO ran out.
+        if self.gettimeout() is None and sent < asked:
+            self.sends_timed_out += 1
+        return sent
+
+    def sendmsg(self, buffers: Any, *args: Any) -> int:
         try:
-            return super().send(*args, **kwargs)
-        except TimeoutError:
+            sent = super().sendmsg(buffers, *args)
+        except (TimeoutError, BlockingIOError):
             self.sends_timed_out += 1
             raise
+        return self._counted(sent, sum(len(buffer) for buffer in buffers))
+
+    def send(self, data: Any, *args: Any) -> int:
+        try:
+            sent = super().send(data, *args)
+        except (TimeoutError, BlockingIOError):
+            self.sends_timed_out += 1
+            raise
+        return self._counted(sent, len(data))
 
 
 def connected(server: Any, **kwargs: Any) -> tuple[SMTPClient, CountingSocket]:

@@ -474,8 +474,10 @@ def test_transcript_to_a_stream() -> None:
 def test_body_sources(tmp_path: Path) -> None:
     info, pieces = body_source(memoryview(b"abc\xe9"))
     assert (info.size, info.eight_bit) == (4, True)
-    assert list(pieces) == [b"abc\xe9"]  # type: ignore[arg-type]
-    assert list(body_source(b"")[1]) == []  # type: ignore[arg-type]
+    # Held whole: it goes with the plan, and nothing is left to pull.
+    assert info.content == b"abc\xe9" and type(info.content) is bytes
+    assert list(pieces) == []  # type: ignore[arg-type]
+    assert body_source(b"")[0].content == b""
     buffer = io.BytesIO(b"0123456789")
     buffer.seek(4)
     assert body_source(buffer)[0].size == 6

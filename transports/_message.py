@@ -8,13 +8,13 @@
 #   * prepare_message() (in _message_bytes) makes the envelope and bytes of an
 #     email message.
 #   * body_source() turns any body into the BodyInfo the procedures plan with
-#     and the pieces PullBody hands out: a bytes-like body is known whole, a
-#     binary file is read in READ_SIZE pieces (its size known when it is a
-#     regular or seekable file), any other iterable or async iterable of bytes
-#     is streamed as given.
+#     and the pieces PullBody hands out: a bytes-like body goes whole in the
+#     BodyInfo (no PullBody is asked for it), a binary file is read in
+#     READ_SIZE pieces (its size known when it is a regular or seekable file),
+#     any other iterable or async iterable of bytes is streamed as given.
 #   * batch_source() makes the MailJobs of a batch (email messages or
-#     (sender, recipients, body) tuples) and one stream of their bodies, each
-#     ended by b"".
+#     (sender, recipients, body) tuples) and one stream of the bodies not held
+#     whole, each ended by b"".
 #
 # Invariant: an empty piece never reaches PullBody from inside a body, since
 # b"" is how a body ends there; only batch_source() puts it between bodies.
@@ -82,14 +82,14 @@ def _file_pieces(body: IO[bytes]) -> Iterator[bytes]:
 def body_source(body: Any) -> tuple[BodyInfo, Iterator[bytes] | AsyncIterable[bytes]]:
     """The BodyInfo of a body and the pieces to hand to PullBody.
 
-    Bytes-like bodies are known whole; a binary file is read in READ_SIZE
+    Bytes-like bodies go whole in the BodyInfo (no pieces); a binary file is read in READ_SIZE
     pieces (its size known when it is a regular or seekable file); any other
     iterable (or, for the async transports, async iterable) of bytes is
     streamed as given.
     """
     if isinstance(body, bytes | bytearray | memoryview):
-        data = bytes(body)
-        return BodyInfo.of_bytes(data), iter((data,) if data else ())
+        # Handed over with the plan: the procedure asks no PullBody for it.
+        return BodyInfo.whole(bytes(body)), iter(())
     if isinstance(body, str):
         raise InvalidInputError("the body must be bytes, not str: encode it first")
     if hasattr(body, "read"):
@@ -111,7 +111,7 @@ async def _non_empty_async(pieces: AsyncIterable[Any]) -> AsyncIterator[bytes]:
 def batch_source(
     items: Iterable[BatchItem], server: Extensions
 ) -> tuple[list[MailJob], Iterator[bytes]]:
-    """The MailJobs of a batch and one stream of their bodies, each ended by b"".
+    """The MailJobs of a batch and one stream of the bodies not held whole, each ended by b"".
 
     Raises:
         InvalidInputError: an item that is neither a message nor a
@@ -138,7 +138,8 @@ def batch_source(
         if not isinstance(pieces, Iterator):
             raise InvalidInputError("a batch takes bytes, files or iterables of bytes as bodies")
         mail_jobs.append(MailJob(sender=sender, recipients=rcpts, body=info, smtputf8=smtputf8))
-        sources.append(pieces)
+        if info.content is None:
+            sources.append(pieces)
 
     def bodies() -> Iterator[bytes]:
         for pieces in sources:

@@ -25,6 +25,12 @@
 # the wait's own deadline is simply made again. The timeout then settles on
 # one value, and a stalled server still fails each wait on time.
 #
+# A Python socket timeout makes every recv() and send() a poll() first and
+# the call after it. On Linux a plain TCP or Unix socket is left blocking and
+# the kernel keeps the timeout instead (SO_RCVTIMEO, SO_SNDTIMEO): each read
+# and write is then one system call, and a wait that runs out fails with
+# EAGAIN, taken as the timeout it is. A TLS socket keeps Python's timeout.
+#
 # Invariant: after a failure the session cannot use, the socket is closed.
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ import functools
 import select
 import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -53,6 +61,15 @@ _SLACK = 8
 _HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
 # More buffers than one sendmsg() takes (IOV_MAX is 1024 on Linux) are joined in runs.
 _MAX_BUFFERS = 512
+# Where a blocking socket's timeouts can be left to the kernel (a struct timeval).
+_KERNEL_TIMEOUTS = sys.platform == "linux"
+_KERNEL_FAMILIES = (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_UNIX", -1))
+
+
+def _timeval(seconds: float) -> bytes:
+    # All zeros would mean no timeout at all: the shortest wait is 1 µs.
+    micros = max(1, round(seconds * 1_000_000))
+    return struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
 
 
 class SMTPClient(SyncClient):
@@ -64,6 +81,8 @@ class SMTPClient(SyncClient):
 
     _sock: socket.socket | None = None
     _timeout: float | None = None
+    # Whether the kernel keeps the socket's timeouts (see the top of this file).
+    _kernel_timeouts = False
 
     @property
     def _connected(self) -> bool:
@@ -83,9 +102,23 @@ class SMTPClient(SyncClient):
             # A pipelined group ends in a small write; Nagle would hold it
             # back for the delayed ACK (asyncio and trio set this too).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if (
+            _KERNEL_TIMEOUTS
+            and sock.family in _KERNEL_FAMILIES
+            and not isinstance(sock, ssl.SSLSocket)
+        ):
+            sock.settimeout(None)
+            self._kernel_timeouts = True
+            self._timeout = None
         return sock.getsockname()
 
     def _set_timeout(self, sock: socket.socket, seconds: float) -> None:
+        """Python's own socket timeout, the kernel's given up (for TLS)."""
+        if self._kernel_timeouts:
+            self._kernel_timeouts = False
+            self._timeout = None
+            for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+                sock.setsockopt(socket.SOL_SOCKET, option, bytes(struct.calcsize("ll")))
         if seconds != self._timeout:
             sock.settimeout(seconds)
             self._timeout = seconds
@@ -96,7 +129,12 @@ class SMTPClient(SyncClient):
             raise TimeoutError
         current = self._timeout
         if current is None or current > seconds or current * _SLACK < seconds:
-            sock.settimeout(seconds)
+            if self._kernel_timeouts:
+                value = _timeval(seconds)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+            else:
+                sock.settimeout(seconds)
             self._timeout = current = seconds
         return current
 
@@ -108,11 +146,12 @@ class SMTPClient(SyncClient):
             deadline = self._deadline
             remaining = deadline.remaining(request, time.monotonic())
             while True:
-                if self._limit_wait(sock, remaining) >= remaining:
-                    return sock.recv(READ_SIZE)
+                whole_wait = self._limit_wait(sock, remaining) >= remaining
                 try:
                     return sock.recv(READ_SIZE)
-                except TimeoutError:
+                except (TimeoutError, BlockingIOError):
+                    if whole_wait:
+                        raise TimeoutError from None
                     remaining = deadline.left(time.monotonic())
         if isinstance(request, Write):
             seconds = request.timeout
@@ -146,7 +185,7 @@ class SMTPClient(SyncClient):
         while buffers:
             try:
                 sent = sock.sendmsg(buffers) if len(buffers) > 1 else sock.send(buffers[0])
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 # Nothing went out, and the socket's timeout may have been
                 # shorter than what is left of the write's: _limit_wait says.
                 self._limit_wait(sock, deadline_at - time.monotonic())
@@ -165,8 +204,10 @@ class SMTPClient(SyncClient):
         pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
         if not pending and not select.select([sock], [], [], 0)[0]:
             return None
-        self._set_timeout(sock, 0.0)
         try:
+            if self._kernel_timeouts:
+                return sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
+            self._set_timeout(sock, 0.0)
             return sock.recv(READ_SIZE)
         except (BlockingIOError, ssl.SSLWantReadError):
             # Readable, but only part of a TLS record is in.
@@ -194,6 +235,7 @@ class SMTPClient(SyncClient):
         """Close the connection (no QUIT); safe to call twice."""
         sock, self._sock = self._sock, None
         self._timeout = None
+        self._kernel_timeouts = False
         if sock is not None:
             sock.close()
 
