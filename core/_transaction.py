@@ -12,7 +12,7 @@
 #   Without PIPELINING each command waits for its reply.
 # * The body is pulled (PullBody) piece by piece and never held whole: DATA
 #   content is written in pieces of about _WRITE_SIZE (the last one together
-#   with the terminator), BDAT in chunks of about _CHUNK_SIZE. A body the
+#   with the terminator), BDAT in chunks of about BDAT_CHUNK_SIZE. A body the
 #   caller already holds whole comes with the plan (BodyInfo.content) and is
 #   taken as the one piece, with no PullBody round trip.
 # * A refused envelope (MAIL, or every RCPT) or a refused content ends the
@@ -89,9 +89,18 @@ from ._replies import Reply
 from ._requests import Procedure, PullBody
 from ._validation import parse_reverse_path
 
-__all__ = ["BodyInfo", "MailJob", "MailTransactions", "SendResult", "wants_smtputf8"]
+__all__ = [
+    "BDAT_CHUNK_SIZE",
+    "BodyInfo",
+    "MailJob",
+    "MailTransactions",
+    "SendResult",
+    "wants_smtputf8",
+]
 
-_CHUNK_SIZE = 1 << 20
+BDAT_CHUNK_SIZE = 1 << 20
+"""About how many octets of content a BDAT chunk carries (file bodies are read in
+pieces of this size, so that a chunk is a piece as read, not a join of smaller ones)."""
 # How many BDAT chunks may await their replies: enough to keep a link busy,
 # few enough that a refusal wastes little.
 _CHUNKS_IN_FLIGHT = 4
@@ -441,7 +450,7 @@ class MailTransactions:
 
         Each message that fits in one chunk goes as one group, MAIL, RCPT...
         and BDAT LAST with its content, and up to _TRANSACTIONS_IN_FLIGHT
-        groups (and about _CHUNK_SIZE octets of content) are written before
+        groups (and about BDAT_CHUNK_SIZE octets of content) are written before
         the oldest one's replies are read. A larger message goes alone once
         the window is answered.
         """
@@ -490,7 +499,7 @@ class MailTransactions:
                 window.add(entry)
                 unsettled = True
                 keep = 0 if window.refused else _TRANSACTIONS_IN_FLIGHT - 1
-                if window.octets >= _CHUNK_SIZE:
+                if window.octets >= BDAT_CHUNK_SIZE:
                     keep = 0
                 yield from self._settle_window(window, results, keep=keep)
                 unsettled = bool(window.entries) or window.newest_refused
@@ -859,16 +868,18 @@ class MailTransactions:
         return result
 
     def _next_chunk(self, normalizer: LineEndingNormalizer | None) -> Procedure[tuple[bytes, bool]]:
-        """The next BDAT chunk, up to about _CHUNK_SIZE, and whether it is the last."""
+        """The next BDAT chunk, up to about BDAT_CHUNK_SIZE, and whether it is the last."""
         if self._chunk_size is not None:
             return (yield from self._next_sized_chunk(normalizer, self._chunk_size))
         parts: list[bytes] = []
         size = 0
-        while size < _CHUNK_SIZE:
+        while size < BDAT_CHUNK_SIZE:
             piece = yield from self._pull()
             if not piece:
-                if normalizer is not None:
-                    parts.append(normalizer.end())
+                ending = b"" if normalizer is None else normalizer.end()
+                if ending or not parts:
+                    parts.append(ending)
+                # One part is the piece as pulled: joining it alone copies nothing.
                 return b"".join(parts), True
             if normalizer is not None:
                 piece = normalizer.encode(piece)

@@ -33,9 +33,9 @@ from smtpbee._errors import (
 from smtpbee._events import Phase
 from smtpbee._procedures import ClientSession
 from smtpbee._replies import Reply
-from smtpbee._requests import Poll, Read, Timeouts, TLSMode, UpgradeTLS, Write
+from smtpbee._requests import Poll, PullBody, Read, Timeouts, TLSMode, UpgradeTLS, Write
 from smtpbee._state import State
-from smtpbee._transaction import BodyInfo, MailJob, SendResult
+from smtpbee._transaction import BDAT_CHUNK_SIZE, BodyInfo, MailJob, SendResult
 from smtpbee.testing import (
     DEFAULT,
     Command,
@@ -1363,3 +1363,54 @@ def test_send_batch_timeout_before_any_content() -> None:
     assert len(results) == 2
     assert isinstance(results[0], SMTPTimeoutError) and results[1] is results[0]
     assert not isinstance(results[0], OutcomeUnknownError)
+
+
+# ----------------------------------------------------------------------
+# Bodies held whole, and file-sized chunks, go out as the objects given
+# ----------------------------------------------------------------------
+
+
+def _buffers(wire: ProcedureDriver) -> list[Any]:
+    return [buffer for r in wire.requests if isinstance(r, Write) for buffer in r.buffers]
+
+
+@pytest.mark.parametrize("extensions", [("PIPELINING",), ("PIPELINING", "CHUNKING")])
+def test_a_body_held_whole_is_sent_without_pulling(extensions: tuple[str, ...]) -> None:
+    wire = model(extensions=extensions)
+    s, _ = session()
+    wire.run(s.open())
+    body = b"Subject: whole\r\n\r\n" + b"line\r\n" * 20_000
+    result = wire.run(s.sendmail("a@x.test", ["b@x.test"], body=BodyInfo.whole(body)))
+    assert result.data is not None and result.data.is_success
+    assert not any(isinstance(r, PullBody) for r in wire.requests)
+    assert wire.messages[-1].content == body
+    if "CHUNKING" in extensions:
+        # No dot to stuff and CRLF already: the chunk is the caller's own object.
+        assert any(buffer is body for buffer in _buffers(wire))
+
+
+def test_a_body_held_whole_is_not_taken_from_a_batch_stream() -> None:
+    wire = model()
+    s, _ = session()
+    wire.run(s.open())
+    first, second = b"Subject: 1\r\n\r\none\r\n", b"Subject: 2\r\n\r\ntwo\r\n"
+    jobs = [
+        MailJob(sender="a@x.test", recipients=["b@x.test"], body=BodyInfo.whole(first)),
+        MailJob(sender="a@x.test", recipients=["b@x.test"], body=BodyInfo()),
+    ]
+    results = wire.run(s.send_batch(jobs), [second, b""])
+    assert all(isinstance(r, SendResult) for r in results)
+    assert [m.content for m in wire.messages] == [first, second]
+
+
+def test_a_file_sized_piece_is_its_own_chunk_uncopied() -> None:
+    wire = model()
+    s, _ = session()
+    wire.run(s.open())
+    piece = b"x" * 998 + b"\r\n"
+    large = piece * (BDAT_CHUNK_SIZE // len(piece) + 1)
+    tail = b"end\r\n"
+    body = BodyInfo(size=len(large) + len(tail))
+    wire.run(s.sendmail("a@x.test", ["b@x.test"], body=body), [large, tail, b""])
+    assert wire.messages[-1].content == large + tail
+    assert any(buffer is large for buffer in _buffers(wire))

@@ -10,8 +10,8 @@
 #   * body_source() turns any body into the BodyInfo the procedures plan with
 #     and the pieces PullBody hands out: a bytes-like body goes whole in the
 #     BodyInfo (no PullBody is asked for it), a binary file is read in
-#     READ_SIZE pieces (its size known when it is a regular or seekable file),
-#     any other iterable or async iterable of bytes is streamed as given.
+#     FILE_PIECE_SIZE pieces (its size known when it is a regular or seekable
+#     file), any other iterable or async iterable of bytes is streamed as given.
 #   * batch_source() makes the MailJobs of a batch (email messages or
 #     (sender, recipients, body) tuples) and one stream of the bodies not held
 #     whole, each ended by b"".
@@ -29,10 +29,11 @@ from typing import IO, Any, TypeAlias
 
 from smtpbee._errors import InvalidInputError
 from smtpbee._extensions import Extensions
-from smtpbee._transaction import BodyInfo, MailJob
+from smtpbee._transaction import BDAT_CHUNK_SIZE, BodyInfo, MailJob
 from smtpbee.transports._message_bytes import PreparedMessage, prepare_message
 
 __all__ = [
+    "FILE_PIECE_SIZE",
     "READ_SIZE",
     "AsyncBody",
     "BatchItem",
@@ -44,7 +45,10 @@ __all__ = [
 ]
 
 READ_SIZE = 64 * 1024
-"""Bytes asked of the socket per read, and per piece of a file body."""
+"""Bytes asked of the socket per read."""
+
+FILE_PIECE_SIZE = BDAT_CHUNK_SIZE
+"""Bytes read from a file body at a time: one BDAT chunk, sent as read, never joined."""
 
 Body: TypeAlias = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
 """A message body: bytes, a binary file, or an iterable of bytes (streamed)."""
@@ -75,15 +79,16 @@ def _known_size(body: Any) -> int | None:
 
 
 def _file_pieces(body: IO[bytes]) -> Iterator[bytes]:
-    while piece := body.read(READ_SIZE):
+    while piece := body.read(FILE_PIECE_SIZE):
         yield bytes(piece)
 
 
 def body_source(body: Any) -> tuple[BodyInfo, Iterator[bytes] | AsyncIterable[bytes]]:
     """The BodyInfo of a body and the pieces to hand to PullBody.
 
-    Bytes-like bodies go whole in the BodyInfo (no pieces); a binary file is read in READ_SIZE
-    pieces (its size known when it is a regular or seekable file); any other
+    Bytes-like bodies go whole in the BodyInfo (no pieces); a binary file is
+    read in FILE_PIECE_SIZE pieces (its size known when it is a regular or
+    seekable file); any other
     iterable (or, for the async transports, async iterable) of bytes is
     streamed as given.
     """
