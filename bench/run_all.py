@@ -8,7 +8,15 @@ installed, its msg/s against a ``smtp-sink`` started as bench_send.py starts one
 client in C on the same loopback, the reference for the small messages (it does not
 pipeline: MAIL, RCPT, DATA and the content are one round trip each).
 
-``--quick`` uses small counts (about two minutes in all). Nothing here is a test.
+Besides bench_send.py, bench_core.py, bench_data_encoder.py and bench_import.py it runs
+bench_cpu.py (client CPU per message and per recipient beside the minimal clients of
+reference_clients.py and smtp-source), bench_rtt.py (round trips per message at 10 ms
+RTT), bench_big.py (100 MB and, where the temporary directory has room, 1,000 MB
+messages from bytes and from a file) and bench_pool.py (8 and 32 connections at once).
+
+``--quick`` uses small counts (about two minutes in all), and leaves the 1,000 MB
+message out unless ``--gigabyte`` asks for it; ``--no-gigabyte`` leaves it out of a
+full run. Nothing here is a test.
 """
 
 from __future__ import annotations
@@ -41,7 +49,13 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "data_encoder": ("bench_data_encoder.py", [], ["--size-mb", "5", "--repeat", "3"]),
     "import": ("bench_import.py", [], ["--runs", "5"]),
+    "cpu": ("bench_cpu.py", [], ["--messages", "200", "--rcpt-messages", "20"]),
+    "rtt": ("bench_rtt.py", [], ["--messages", "30", "--transactions", "1"]),
+    "big": ("bench_big.py", [], ["--size-mb", "10"]),
+    "pool": ("bench_pool.py", [], ["--messages", "300", "--rounds", "1"]),
 }
+# The 1,000 MB message is written to a temporary file: with this much free space there.
+GIGABYTE_ROOM = 3 * 10**9
 DEFAULT_MESSAGES = 2000  # bench_send.py's own default, for smtp-source to match
 QUICK_MESSAGES = 300
 DISTRIBUTIONS = ("smtpbee", "aiosmtplib", "smtpproto", "trio", "aiosmtpd")
@@ -129,7 +143,12 @@ def smtp_source(messages: int) -> dict[str, Any] | None:
     return {"messages": messages, "message_bytes": 1024, "msgs_per_s": messages / best}
 
 
-def collect(quick: bool) -> dict[str, Any]:
+def room_for_gigabyte() -> bool:
+    """Whether the temporary directory has room for bench_big.py's 1,000 MB file."""
+    return shutil.disk_usage(tempfile.gettempdir()).free >= GIGABYTE_ROOM
+
+
+def collect(quick: bool, gigabyte: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     document: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -140,6 +159,8 @@ def collect(quick: bool) -> dict[str, Any]:
     }
     for key, (script, default_arguments, quick_arguments) in SCRIPTS.items():
         arguments = quick_arguments if quick else default_arguments
+        if key == "big" and gigabyte:
+            arguments = [*arguments, "--gigabyte"]
         document["commands"][key] = " ".join(["python", f"bench/{script}", *arguments])
         document[key] = run_script([sys.executable, str(BENCH / script), *arguments])
     # smtp-source is measured only against the sink the Python clients had.
@@ -248,6 +269,197 @@ def _send_section(document: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cpu_section(document: dict[str, Any]) -> list[str]:
+    cpu = document.get("cpu")
+    if not cpu:
+        return []
+    kinds = [kind for kind in ("data", "bdat") if any(row.get(kind) for row in cpu["rows"])]
+    names = {"data": "smtp-sink, DATA", "bdat": "CHUNKING sink, BDAT"}
+    lines = [
+        "## Client CPU per message (bench_cpu.py)",
+        "",
+        f"CPU time of the client's process (`time.process_time`; user and system from"
+        f" `getrusage`) per {cpu['message_bytes']:,}-byte message, {cpu['messages']:,}"
+        f" messages on one connection, median of {cpu['rounds']} rounds; msg/s is the"
+        " median wall-clock rate. \"x floor\" divides a client's CPU by the minimal client's"
+        " of the same I/O (blocking, asyncio or trio) in the same column: the minimal"
+        " clients of `bench/reference_clients.py` do only what a correct pipelined client"
+        " cannot do without. smtplib and aiosmtplib send DATA to the CHUNKING sink too (\\*).",
+        "",
+    ]
+    header = ["client"]
+    for kind in kinds:
+        header += [f"{names[kind]}: µs user", "µs sys", "µs total", "x floor", "msg/s"]
+    rows = []
+    for row in cpu["rows"]:
+        cells = [row["client"] + (" \\*" if row.get("data_only") else "")]
+        for kind in kinds:
+            case = row.get(kind)
+            one = case["rcpt1"] if case else {}
+            cells += [
+                _number(one.get("user_us")),
+                _number(one.get("sys_us")),
+                _number(one.get("cpu_us")),
+                _number(case.get("x_floor") if case else None, 2),
+                _number(one.get("msgs_per_s")),
+            ]
+        rows.append(cells)
+    source = cpu.get("smtp_source")
+    if source is not None and "data" in kinds:
+        one = source["rcpt1"]
+        rows.append(
+            [
+                "Postfix smtp-source (C)",
+                _number(one["user_us"]),
+                _number(one["sys_us"]),
+                _number(one["cpu_us"]),
+                "-",
+                _number(one["msgs_per_s"]),
+                *(["-"] * 5 * (len(kinds) - 1)),
+            ]
+        )
+    lines += _table(header, rows)
+    lines += [
+        f"Per recipient: {cpu['rcpt_messages']:,} messages to {cpu['recipients']} recipients"
+        f" each; µs/extra rcpt is (CPU per message at {cpu['recipients']} recipients - CPU"
+        f" per message at 1) / {cpu['recipients'] - 1}.",
+        "",
+    ]
+    header = ["client"]
+    for kind in kinds:
+        header += [f"{names[kind]}: µs/msg", "msg/s", "µs/extra rcpt"]
+    rows = []
+    for row in cpu["rows"]:
+        cells = [row["client"] + (" \\*" if row.get("data_only") else "")]
+        for kind in kinds:
+            case = row.get(kind)
+            many = case["rcpt101"] if case else {}
+            cells += [
+                _number(many.get("cpu_us")),
+                _number(many.get("msgs_per_s")),
+                _number(case.get("us_per_extra_rcpt") if case else None, 2),
+            ]
+        rows.append(cells)
+    if source is not None and "data" in kinds:
+        many = source["rcpt101"]
+        rows.append(
+            [
+                "Postfix smtp-source (C)",
+                _number(many["cpu_us"]),
+                _number(many["msgs_per_s"]),
+                _number(source["us_per_extra_rcpt"], 2),
+                *(["-"] * 3 * (len(kinds) - 1)),
+            ]
+        )
+    lines += _table(header, rows)
+    if source is not None:
+        lines += [
+            "Postfix smtp-source: `smtp-source -c -d -m N -s 1 -r R -l 1024` against the"
+            " same smtp-sink, its CPU from `RUSAGE_CHILDREN`: a client in C, lock-step"
+            " (a round trip per command).",
+            "",
+        ]
+    return lines
+
+
+def _rtt_section(document: dict[str, Any]) -> list[str]:
+    rtt = document.get("rtt")
+    if not rtt:
+        return []
+    delay = rtt["delay_ms"]
+    lines = [
+        "## Round trips at 10 ms RTT (bench_rtt.py)",
+        "",
+        f"Through a proxy that forwards each chunk {delay:g} ms after it came, each way"
+        f" (delayed by {rtt['delayed_by']}; a NOOP took {rtt['rtt_ms']:.1f} ms), and counts"
+        " a round trip each time the server answers after the client spoke; setting up and"
+        f" QUIT taken out. bulk: {rtt['messages']:,} messages of 1 KB to one recipient;"
+        f" {rtt['recipients']} recipients: {rtt['transactions']} messages to"
+        f" {rtt['recipients']} recipients each. ms/msg is wall-clock. smtplib sends DATA"
+        " where CHUNKING is offered too (\\*).",
+        "",
+    ]
+    rows = [
+        [
+            row["case"],
+            rtt["sinks"][row["sink"]],
+            row["client"]
+            + (" \\*" if row["sink"] == "bdat" and row["client"] == "smtplib" else ""),
+            _number(row["rt_per_msg"], 2),
+            _number(row["ms_per_msg"], 1),
+        ]
+        for row in rtt["rows"]
+    ]
+    return lines + _table(["case", "the server offers", "client", "RT/msg", "ms/msg"], rows)
+
+
+def _big_section(document: dict[str, Any]) -> list[str]:
+    big = document.get("big")
+    if not big:
+        return []
+    lines = [
+        "## Big messages (bench_big.py)",
+        "",
+        "One message on one connection, each case in a fresh process: MB/s of wall-clock"
+        " time (10^6 bytes to the MB), the process's CPU seconds and the growth of its peak"
+        " resident memory over the send. From a file, smtpbee and the minimal client stream"
+        " it; smtplib and aiosmtplib read it whole first (they take nothing else) and know"
+        " no BDAT. The 1,000 MB message is sent only from a file, and not by smtplib or"
+        " aiosmtplib, which hold whole messages."
+        + ("" if big.get("gigabyte") else " (This run left the 1,000 MB message out.)"),
+        "",
+    ]
+    header = ["message", "client"]
+    for name in ("DATA (smtp-sink)", "BDAT (CHUNKING sink)"):
+        header += [f"{name}: MB/s", "CPU s", "peak MB"]
+    rows = []
+    for row in big["rows"]:
+        cells = [f"{row['size_mb']:,} MB from {row['source']}", row["client"]]
+        for sink in ("data", "bdat"):
+            case = row[sink]
+            if "skipped" in case or "error" in case:
+                note = case.get("skipped") or "failed: " + str(case.get("error"))
+                cells += [note, "-", "-"]
+            else:
+                cells += [
+                    _number(case["mb_per_s"]),
+                    _number(case["cpu_s"], 2),
+                    _number(case["peak_mb"]),
+                ]
+        rows.append(cells)
+    return lines + _table(header, rows)
+
+
+def _pool_section(document: dict[str, Any]) -> list[str]:
+    pool = document.get("pool")
+    if not pool:
+        return []
+    widths = pool["connections"]
+    header = ["client"]
+    for width in widths:
+        header += [f"{width} connections: msg/s", "µs CPU/msg"]
+    rows = []
+    for row in pool["rows"]:
+        cells = [row["client"]]
+        for width in widths:
+            cells += [
+                _number(row[str(width)]["msgs_per_s"]),
+                _number(row[str(width)]["cpu_us"]),
+            ]
+        rows.append(cells)
+    return [
+        "## Concurrent connections (bench_pool.py)",
+        "",
+        f"{pool['messages']:,} messages of {pool['message_bytes']:,} bytes to smtp-sink over"
+        f" N connections at once, median of {pool['rounds']} rounds: smtpbee's `SMTPPool`"
+        " (size=N, `send_batch`), N smtpbee clients in N tasks, aiosmtplib and the minimal"
+        " clients in N tasks. msg/s is wall-clock (opening the connections included), CPU"
+        " is the client process's.",
+        "",
+        *_table(header, rows),
+    ]
+
+
 def _core_section(document: dict[str, Any]) -> list[str]:
     core = document["core"]
     parser, transactions, messages = core["parser"], core["transactions"], core["messages"]
@@ -348,6 +560,10 @@ def _reproduce_section(document: dict[str, Any]) -> list[str]:
 SECTIONS: tuple[Callable[[dict[str, Any]], list[str]], ...] = (
     _machine_section,
     _send_section,
+    _cpu_section,
+    _rtt_section,
+    _big_section,
+    _pool_section,
     _core_section,
     _encoder_section,
     _import_section,
@@ -375,11 +591,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (about 2 minutes)")
     parser.add_argument(
+        "--gigabyte",
+        action=argparse.BooleanOptionalAction,
+        help="the 1,000 MB message (default: in a full run, if the temporary directory has"
+        f" {GIGABYTE_ROOM // 10**9} GB free)",
+    )
+    parser.add_argument(
         "--json", type=Path, default=BENCH / "results.json", metavar="PATH", help="figures"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", metavar="PATH")
     args = parser.parse_args(argv)
-    document = collect(args.quick)
+    gigabyte = args.gigabyte
+    if gigabyte is None:
+        gigabyte = not args.quick and room_for_gigabyte()
+    document = collect(args.quick, gigabyte)
     args.json.write_text(json.dumps(document, indent=2) + "\n")
     args.out.write_text(render(document))
     print(f"\nwrote {args.out} and {args.json} in {document['elapsed_s']:.0f} s")
