@@ -53,6 +53,8 @@
 #   a batch does not overlap its transactions, so each point is where it says.
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +64,7 @@ from ._commands import (
     MAIL_OPTIONS,
     RCPT_OPTIONS,
     Bdat,
+    BodyType,
     Command,
     Data,
     EndOfData,
@@ -304,7 +307,11 @@ class MailTransactions:
         if not recipients:
             raise InvalidInputError("at least one recipient is needed")
         ext = self._conn.extensions
-        rcpts = [Rcpt(recipient=r, **dict(job.rcpt_options or {})) for r in recipients]
+        if job.rcpt_options:
+            options = dict(job.rcpt_options)
+            rcpts = [Rcpt(recipient=r, **options) for r in recipients]
+        else:
+            rcpts = [_plain_rcpt(r) if type(r) is str else Rcpt(recipient=r) for r in recipients]
         sender_path = parse_reverse_path(job.sender)
         international = (sender_path is not None and sender_path.needs_smtputf8) or any(
             r.needs_smtputf8 for r in rcpts
@@ -324,7 +331,14 @@ class MailTransactions:
                 )
         if body.size is not None and ext.supports_size:
             mail_args.setdefault("size", body.size)
-        mail = Mail(sender=job.sender, **mail_args)
+        mail = None
+        if mail_args.keys() <= _PLAIN_MAIL_OPTIONS and type(job.sender) is str:
+            with contextlib.suppress(TypeError):  # unhashable: Mail() says what is wrong
+                mail = _plain_mail(
+                    job.sender, mail_args.get("size"), mail_args.get("body"), mail_args["smtputf8"]
+                )
+        if mail is None:
+            mail = Mail(sender=job.sender, **mail_args)
         chunked = self._chunk_size is not None or (
             ext.chunking and (self._conn.pipelining or body.binary)
         )
@@ -922,6 +936,23 @@ class MailTransactions:
             failure.__context__ = exc
             self._ended_after_refusal = exc
         return failure
+
+
+# Commands are immutable and keep their rendered line: a bulk sender's
+# envelope, the same sender and recipients message after message, is built,
+# checked and rendered once. Only envelopes without further options are kept,
+# and a bad address is refused every time (an error is never cached).
+_PLAIN_MAIL_OPTIONS = frozenset({"size", "body", "smtputf8"})
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_mail(sender: str, size: int | None, body: BodyType | None, smtputf8: bool) -> Mail:
+    return Mail(sender=sender, size=size, body=body, smtputf8=smtputf8)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_rcpt(recipient: str) -> Rcpt:
+    return Rcpt(recipient=recipient)
 
 
 def _envelope_failure(mail: Mail, mail_event: ReplyEvent, result: SendResult) -> ReplyError | None:

@@ -1414,3 +1414,58 @@ def test_a_file_sized_piece_is_its_own_chunk_uncopied() -> None:
     wire.run(s.sendmail("a@x.test", ["b@x.test"], body=body), [large, tail, b""])
     assert wire.messages[-1].content == large + tail
     assert any(buffer is large for buffer in _buffers(wire))
+
+
+# ----------------------------------------------------------------------
+# A repeated envelope is built and rendered once, and checked every time
+# ----------------------------------------------------------------------
+
+
+def test_a_repeated_envelope_reuses_its_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    wire = model(extensions=("PIPELINING", "SIZE 1000000"))
+    s, _ = session()
+    wire.run(s.open())
+    admitted: list[Any] = []
+    send_buffers = s.conn.send_buffers
+
+    def spy(commands: Any) -> list[bytes]:
+        admitted.extend(commands)
+        return send_buffers(commands)
+
+    monkeypatch.setattr(s.conn, "send_buffers", spy)
+    body = BodyInfo.whole(b"Subject: x\r\n\r\nhi\r\n")
+    sent: list[list[Any]] = []
+    for _ in range(2):
+        admitted.clear()
+        wire.run(s.sendmail("a@x.test", ["b@x.test", "c@x.test"], body=body))
+        sent.append([c for c in admitted if c.verb.value in ("MAIL", "RCPT")])
+    assert [c.transcript_line() for c in sent[0]] == [
+        "MAIL FROM:<a@x.test> SIZE=18",
+        "RCPT TO:<b@x.test>",
+        "RCPT TO:<c@x.test>",
+    ]
+    assert all(first is again for first, again in zip(sent[0], sent[1], strict=True))
+    assert len(wire.messages) == 2
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "options", "message"),
+    [
+        ("a@x.test", "bad address@x.test", None, "recipient"),
+        ("bad address@x.test", "b@x.test", None, "sender"),
+        ("a@x.test", "b@x.test", {"size": [1]}, "SIZE"),
+        ("a@x.test", "b@x.test", {"body": "8bit"}, "BODY"),
+    ],
+)
+def test_a_bad_envelope_is_refused_every_time(
+    sender: str, recipient: str, options: dict[str, Any] | None, message: str
+) -> None:
+    wire = model()
+    s, _ = session()
+    wire.run(s.open())
+    for _ in range(2):
+        with pytest.raises(InvalidInputError, match=message):
+            wire.run(
+                s.sendmail(sender, [recipient], body=BodyInfo.whole(b"x\r\n"), mail_options=options)
+            )
+    assert wire.messages == []
