@@ -35,6 +35,7 @@ def test_the_generated_sync_files_are_current() -> None:
         "client.py",
         "one_call.py",
         "connections.py",
+        "sending.py",
         "pool.py",
     }
     for name, text in generated.items():

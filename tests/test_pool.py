@@ -330,9 +330,30 @@ async def test_a_batch_that_raises_leaves_no_job_running(
         if flavour.name == "sync":
             assert threading.active_count() == threads  # the workers were joined
     # Whatever became of the others, it was settled when send_batch raised:
-    # nothing of the batch goes on behind the caller's back.
+    # nothing of the batch goes on behind the caller's back, and no message
+    # started after the failure (a thread finishes the one it was sending).
     await anyio.sleep(0.5)
     assert aiosmtpd_server.messages == settled
+    assert len(settled) <= 1
+
+
+def test_an_interrupted_blocking_batch_starts_no_other_message(
+    aiosmtpd_server: AiosmtpdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C while the caller waits for the workers: they finish the message
+    # they are sending and take no other (the 40 would take many round trips).
+    import smtpbee.transports._thread_pool as thread_pool
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(thread_pool, "wait", interrupted)
+    threads = threading.active_count()
+    with BlockingPool(aiosmtpd_server.host, aiosmtpd_server.port, size=2, tls="none") as pool:
+        with pytest.raises(KeyboardInterrupt):
+            pool.send_batch([("a@x.test", ["b@x.test"], BODY)] * 40)
+        assert threading.active_count() == threads
+    assert len(aiosmtpd_server.messages) < 10
 
 
 @pytest.mark.anyio
@@ -470,6 +491,36 @@ async def test_the_rate_limit_is_shared_by_all_connections(
     assert all(isinstance(r, SendResult) for r in results)
     assert took >= 0.55
     assert len(aiosmtpd_server.messages) == 5
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("idle_timeout", [None, 90.0, 50.0])
+async def test_a_connection_a_worker_held_through_a_rate_wait_is_checked_as_an_idle_one(
+    flavour: Flavour, aiosmtpd_server: AiosmtpdServer, idle_timeout: float | None
+) -> None:
+    # The worker waits 60 s for the window with its connection: past idle_check
+    # (30 s) it gets a NOOP first; past idle_timeout it is QUIT and replaced.
+    clock = FakeClock()
+    lines: list[str] = []
+    pool = clocked_pool(
+        flavour,
+        aiosmtpd_server,
+        clock,
+        size=1,
+        rate=(1, 60.0),
+        idle_timeout=idle_timeout,
+        idle_check=30.0,
+        transcript=lambda d, t: lines.append(d + t),
+    )
+    async with pool:
+        results = await pool.send_batch([("a@x.test", ["b@x.test"], BODY)] * 2)
+        assert all(isinstance(r, SendResult) for r in results)
+        assert clock.sleeps == [60.0]
+        expired = idle_timeout == 50.0
+        assert commands(lines, "NOOP") == (0 if expired else 1)
+        assert commands(lines, "QUIT") == (1 if expired else 0)
+    assert aiosmtpd_server.connections == (2 if expired else 1)
+    assert len(aiosmtpd_server.messages) == 2
 
 
 # ------------------------------------------------------------------------------------

@@ -259,10 +259,10 @@ def _mutant_config(lanes: tuple[str, ...], messages: int) -> soak.Config:
 def test_the_soak_sees_a_pool_that_resends_after_the_content(
     postfix: PostfixServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import smtpbee.transports._async.pool as async_pool
+    import smtpbee.transports._async.sending as async_sending
 
     # The planted bug: every failure is sent again, OutcomeUnknownError too.
-    monkeypatch.setattr(async_pool, "may_retry", lambda exc, *, lmtp: True)
+    monkeypatch.setattr(async_sending, "may_retry", lambda exc, *, lmtp: True)
     report = soak.run(_mutant_config(("asyncio-pool",), 150), postfix)
     assert report.total.duplicates > 0, soak.format_report(report)
     assert report.violations[0]["connections"], soak.format_report(report)

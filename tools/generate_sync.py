@@ -17,7 +17,7 @@ import unasync
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "transports" / "_async"
 TARGETS = ROOT / "transports" / "_sync"
-NAMES = ("hooks.py", "client.py", "one_call.py", "connections.py", "pool.py")
+NAMES = ("hooks.py", "client.py", "one_call.py", "connections.py", "sending.py", "pool.py")
 REPLACEMENTS = {
     "AbstractAsyncContextManager": "AbstractContextManager",
     "AsyncClient": "SyncClient",

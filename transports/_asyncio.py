@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from smtpbee._requests import Buffer, Poll, PullBody, Read, Request, UpgradeTLS, Write
@@ -238,12 +238,12 @@ class SMTPPool(AsyncPool):
     async def _sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
-    async def _run_all(self, jobs: list[AsyncJob]) -> None:
-        # A task group, not gather(): if one job fails, the others are
+    async def _run_all(self, workers: list[AsyncJob], stop: Callable[[], None]) -> None:
+        # A task group, not gather(): if one worker fails, the others are
         # cancelled and awaited before this returns, like trio's nursery.
         async with asyncio.TaskGroup() as group:
-            for job in jobs:
-                group.create_task(job())
+            for worker in workers:
+                group.create_task(worker())
 
     async def aclose(self) -> None:
         """The same as close()."""

@@ -192,8 +192,11 @@ class Replay:
     def __init__(self, body: Any) -> None:
         self.body = body
         self._start: int | None = None
-        self._replayable = isinstance(body, bytes | bytearray | memoryview | Collection)
         self._touched = False
+        self._replayable = isinstance(body, bytes | bytearray | memoryview)
+        if self._replayable:
+            return  # the usual body, told apart without the ABC checks below
+        self._replayable = isinstance(body, Collection)
         if hasattr(body, "read"):
             # A file is not watched: only a seekable one is sent again (rewound).
             self._replayable, self._touched = False, True

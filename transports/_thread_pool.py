@@ -1,17 +1,19 @@
 # smtpbee/transports/_thread_pool
 #
 # The blocking transport's pool: SyncPool (generated from _async/pool.py)
-# with threads. Its jobs run in a ThreadPoolExecutor of at most ``size``
-# workers, made for each batch; the slots are a BoundedSemaphore; the clock is
-# time.monotonic.
+# with threads. A batch's workers (at most ``size``) run in a
+# ThreadPoolExecutor made for that batch; the slots are a BoundedSemaphore;
+# the clock is time.monotonic.
 #
-# Invariant: send_batch() returns (or raises) only once every job of the batch
-# has ended: on an error, the jobs not started are cancelled and the running
-# ones (a thread cannot be interrupted) finish their message first.
+# Invariant: send_batch() returns (or raises) only once every worker of the
+# batch has ended: on an error in a worker, or an interrupt of the caller,
+# the batch's queue is emptied and the running workers (a thread cannot be
+# interrupted) finish the message they are sending first.
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 from smtpbee.transports._pool import SyncJob
@@ -38,18 +40,19 @@ class SMTPPool(SyncPool):
     def _sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
-    def _run_all(self, jobs: list[SyncJob]) -> None:
-        if not jobs:
+    def _run_all(self, workers: list[SyncJob], stop: Callable[[], None]) -> None:
+        if not workers:
             return
-        workers = min(self.size, len(jobs))
-        executor = ThreadPoolExecutor(workers, thread_name_prefix="smtpbee-pool")
+        executor = ThreadPoolExecutor(len(workers), thread_name_prefix="smtpbee-pool")
         futures: list[Future[None]] = []
         try:
-            futures = [executor.submit(job) for job in jobs]
+            futures = [executor.submit(worker) for worker in workers]
             wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            stop()  # interrupted here: the workers start no other message
+            raise
         finally:
-            # Cancels what has not started (after an error, or an interrupt
-            # here) and waits for what has.
+            # Cancels what has not started and waits for what has.
             executor.shutdown(wait=True, cancel_futures=True)
         errors = [
             error
@@ -57,4 +60,4 @@ class SMTPPool(SyncPool):
             if not future.cancelled() and (error := future.exception()) is not None
         ]
         if errors:
-            raise BaseExceptionGroup("errors in the jobs of send_batch", errors)
+            raise BaseExceptionGroup("errors in the workers of send_batch", errors)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import select
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
@@ -165,13 +165,34 @@ send = functools.partial(send_with, TrioSMTPClient)
 """Connect, log in if asked, send one message, QUIT (see send_with for the arguments)."""
 
 
+class _Slots:
+    """A semaphore whose free slot is taken at once.
+
+    trio.Semaphore's acquire() yields to the scheduler even then: once per
+    message of a pool. The send that follows checkpoints anyway, so a
+    cancellation is still seen before anything is written.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._semaphore = trio.Semaphore(size)
+
+    async def __aenter__(self) -> None:
+        try:
+            self._semaphore.acquire_nowait()
+        except trio.WouldBlock:
+            await self._semaphore.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._semaphore.release()
+
+
 class SMTPPool(AsyncPool):
     """Up to ``size`` TrioSMTPClient connections to one server; see AsyncPool."""
 
     _client_class = TrioSMTPClient
 
-    def _new_slots(self, size: int) -> trio.Semaphore:
-        return trio.Semaphore(size)
+    def _new_slots(self, size: int) -> _Slots:
+        return _Slots(size)
 
     def _now(self) -> float:
         return trio.current_time()
@@ -179,10 +200,10 @@ class SMTPPool(AsyncPool):
     async def _sleep(self, seconds: float) -> None:
         await trio.sleep(seconds)
 
-    async def _run_all(self, jobs: list[AsyncJob]) -> None:
+    async def _run_all(self, workers: list[AsyncJob], stop: Callable[[], None]) -> None:
         async with trio.open_nursery() as nursery:
-            for job in jobs:
-                nursery.start_soon(job)
+            for worker in workers:
+                nursery.start_soon(worker)
 
     async def aclose(self) -> None:
         """The same as close()."""

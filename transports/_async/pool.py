@@ -1,51 +1,47 @@
-# smtpbee/transports/_async/pool
+# smtpbee/transports/_async/pool.py
 #
 # The connection pool, written once: the source of _sync/pool.py (see
 # _async/client.py). Each transport's SMTPPool subclass fills in its
 # framework's pieces: the client class, a semaphore of ``size`` slots, the
-# clock and sleeping, and running a batch's jobs concurrently (an asyncio
+# clock and sleeping, and running a batch's workers concurrently (an asyncio
 # TaskGroup, a trio nursery, a thread pool). The connections it lends are
 # managed in _async/connections.py; what needs no I/O is in _pool.
 #
 # Theory of operation
 # -------------------
 # A message takes a slot, waits for the rate window, borrows a connection,
-# sends, and gives the connection back. A failure that delivered nothing is
+# sends, and gives the connection back. A batch runs at most ``size`` workers
+# (see _async/sending.py): each takes a slot and a connection once, then the
+# batch's messages one after another. A failure that delivered nothing is
 # tried once more (see may_retry and Replay in _pool), on a connection that
 # answers a NOOP or a new one; it takes the rate window again.
 #
 # Invariant: no more than ``size`` messages, and so connections, are in use at
-# once; send_batch() reports each message's outcome without one failure
-# stopping the others, and returns only once no job of it is running.
+# once; send_batch() reports each message's outcome, in the order of the
+# items, without one failure stopping the others, and returns only once no
+# worker of it is running.
 from __future__ import annotations
 
 import abc
 import email.message
-import logging
+import functools
 import threading
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Self
 
-from smtpbee._errors import InvalidInputError, LocalProtocolError, SMTPError
+from smtpbee._errors import InvalidInputError, SMTPError
 from smtpbee._transaction import SendResult
-from smtpbee.transports._async.connections import AsyncConnections, Mail, Pooled, send_on
+from smtpbee.transports._async.connections import Pooled
+from smtpbee.transports._async.sending import AsyncSending, Mail
 from smtpbee.transports._message import AsyncBody, BatchItem
-from smtpbee.transports._pool import (
-    AsyncJob,
-    AsyncTokenSource,
-    Replay,
-    check_limits,
-    check_login,
-    may_retry,
-)
+from smtpbee.transports._pool import AsyncJob, AsyncTokenSource, Replay, check_limits, check_login
 
 __all__ = ["AsyncPool"]
 
-_log = logging.getLogger("smtpbee.pool")
 
-
-class AsyncPool(AsyncConnections):
+class AsyncPool(AsyncSending):
     """Up to ``size`` connections to one server, reused across messages.
 
     Safe to use from many tasks (or, blocking, threads) at once. Limits, as
@@ -133,38 +129,12 @@ class AsyncPool(AsyncConnections):
         """A semaphore of ``size`` slots."""
 
     @abc.abstractmethod
-    async def _run_all(self, jobs: list[AsyncJob]) -> None:
-        """Run the jobs concurrently; on an error, stop or wait for the others, then raise."""
+    async def _run_all(self, workers: list[AsyncJob], stop: Callable[[], None]) -> None:
+        """Run the workers concurrently; on an error, stop or wait for the others, then raise.
 
-    # -- sending ----------------------------------------------------------------------------
-
-    async def _deliver(self, mail: Mail) -> SendResult:
-        if self._closed:
-            raise LocalProtocolError("the pool is closed")
-        async with self._slots:
-            retried = False
-            while True:
-                await self._wait_for_rate()
-                pooled: Pooled | None = None
-                try:
-                    pooled = await self._borrow(check=retried)
-                    result = await send_on(pooled.client, mail)
-                except SMTPError as exc:
-                    if pooled is not None:
-                        await self._give_back(pooled)
-                    # A failure while borrowing read nothing of the body.
-                    again = pooled is None or mail.body is None or mail.body.rewind()
-                    if retried or not again or not may_retry(exc, lmtp=self._lmtp):
-                        raise
-                    _log.info("sending once more, on another connection, after: %s", exc)
-                    retried = True
-                    continue
-                except BaseException:
-                    if pooled is not None:
-                        await pooled.client.close()
-                    raise
-                await self._give_back(pooled)
-                return result
+        ``stop`` makes the workers take no more messages: for what cannot be
+        cancelled (a thread), when this is interrupted.
+        """
 
     # -- the public methods -----------------------------------------------------------------
 
@@ -179,7 +149,7 @@ class AsyncPool(AsyncConnections):
     ) -> SendResult:
         """Send an email message over a pooled connection (as the client's send_message)."""
         mail = Mail(msg, sender, recipients, None, mail_options, rcpt_options)
-        return await self._deliver(mail)
+        return await self._send_one(mail)
 
     async def sendmail(
         self,
@@ -193,33 +163,26 @@ class AsyncPool(AsyncConnections):
     ) -> SendResult:
         """Send a body over a pooled connection (as the client's sendmail)."""
         mail = Mail(None, sender, recipients, Replay(body), mail_options, rcpt_options, smtputf8)
-        return await self._deliver(mail)
+        return await self._send_one(mail)
 
     async def send_batch(self, items: Sequence[BatchItem]) -> list[SendResult | SMTPError]:
-        """Send messages concurrently over the pool, each on its own.
+        """Send messages concurrently over the pool (up to ``size`` at once), each on its own.
 
         Each item is an email message or a ``(sender, recipients, body)`` tuple.
         Returns, per item, its SendResult or the SMTPError that ended it. An
         error that is not an SMTP outcome (a bug, a body that raises) stops the
-        batch: the other jobs are cancelled (a thread finishes the message it
-        is sending) and waited for, then it propagates in an ExceptionGroup.
+        batch: no other message starts, those under way are cancelled (a thread
+        finishes the message it is sending) and waited for, then it propagates
+        in an ExceptionGroup.
 
         Raises:
             InvalidInputError: an item that is neither, before anything is sent.
         """
         mails = [Mail.of(item) for item in items]
         results: list[SendResult | SMTPError | None] = [None] * len(mails)
-
-        def job(index: int) -> AsyncJob:
-            async def run() -> None:
-                try:
-                    results[index] = await self._deliver(mails[index])
-                except SMTPError as exc:
-                    results[index] = exc
-
-            return run
-
-        await self._run_all([job(index) for index in range(len(mails))])
+        jobs = deque(enumerate(mails))
+        worker = functools.partial(self._work, jobs, results)
+        await self._run_all([worker] * min(self.size, len(mails)), jobs.clear)
         return [result for result in results if result is not None]
 
     async def close(self) -> None:

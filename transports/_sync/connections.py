@@ -2,41 +2,42 @@
 # smtpbee/transports/_async/connections
 #
 # The connections a pool lends (see _async/pool.py): opening and logging in,
-# checking an idle one before reuse, renewing and expiring, the rate window,
-# and a message to send on one (Mail, send_on); written once, the source of
-# _sync/connections.py (see _async/client.py).
+# checking one before reuse, renewing and expiring, and the rate window;
+# written once, the source of _sync/connections.py (see _async/client.py).
 #
 # Theory of operation
 # -------------------
-# _borrow() takes the idle connection used last, after a NOOP when it idled
-# idle_check seconds or more (or when asked to check), or opens a new one
-# (connected, logged in). Idle connections past idle_timeout are QUIT and
-# closed whenever the pool borrows; _give_back() QUITs and closes a connection
-# that carried max_messages, closes one whose session ended, and keeps the rest.
+# A sender (one message, or a worker of a batch) holds a connection while it
+# sends: the one it held for its previous message, or one _borrow() gives it:
+# the idle connection used last, or a new one (connected, logged in). Before
+# reuse, _fit() applies the idle limits to it: past idle_timeout it is QUIT and
+# closed, after idle_check seconds (or when asked) it must answer a NOOP.
+# _after_message() QUITs one that carried max_messages and closes one whose
+# session ended; _park() puts the others among the idle ones.
 #
 # Invariants: a new connection is opened only while no idle one is left, by
-# the holder of a slot, so at most ``size`` are open; the idle list is only
-# touched under a plain lock held across no await, so the blocking pool's
-# threads share it safely and an async pool never waits on it; a connection in
-# doubt (its NOOP failed, its procedure was interrupted) is closed, never lent.
+# the holder of a slot, so at most ``size`` are open; the idle list, kept in
+# order of last use (the stale ones at its front, so expiring them costs
+# nothing while none is), is only touched under a plain lock held across no
+# await, so the blocking pool's threads share it safely and an async pool never
+# waits on it; a connection in doubt (its NOOP failed, its procedure was
+# interrupted) is closed, never lent.
 from __future__ import annotations
 
 import abc
-import email.message
+import bisect
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from smtpbee._errors import InvalidInputError, SMTPError
-from smtpbee._transaction import SendResult
+from smtpbee._errors import SMTPError
 from smtpbee.transports._sync.client import SyncClient
 from smtpbee.transports._sync.one_call import log_in
-from smtpbee.transports._message import BatchItem
-from smtpbee.transports._pool import SyncTokenSource, RateWindow, Replay
+from smtpbee.transports._pool import SyncTokenSource, RateWindow
 
-__all__ = ["SyncConnections"]  # and Mail, Pooled, send_on for the pool
+__all__ = ["SyncConnections"]  # and Pooled, for the pool
 
 _log = logging.getLogger("smtpbee.pool")
 
@@ -50,50 +51,8 @@ class Pooled:
     sent: int = 0
 
 
-@dataclass(eq=False)
-class Mail:
-    """One message to send: an email message, or an envelope and a body."""
-
-    message: email.message.Message | None
-    sender: str | None
-    recipients: str | Sequence[str] | None
-    body: Replay | None
-    mail_options: Mapping[str, Any] | None = None
-    rcpt_options: Mapping[str, Any] | None = None
-    smtputf8: bool = False
-
-    @classmethod
-    def of(cls, item: BatchItem) -> Mail:
-        """The Mail of a batch item."""
-        if isinstance(item, email.message.Message):
-            return cls(item, None, None, None)
-        if isinstance(item, tuple) and len(item) == 3:
-            return cls(None, item[0], item[1], Replay(item[2]))
-        raise InvalidInputError(
-            "a batch item is an email message or a (sender, recipients, body) tuple,"
-            f" not {type(item).__name__}"
-        )
-
-
-def send_on(client: SyncClient, mail: Mail) -> SendResult:
-    """Send a Mail on a client."""
-    if mail.message is not None:
-        return client.send_message(
-            mail.message,
-            sender=mail.sender,
-            recipients=mail.recipients,
-            mail_options=mail.mail_options,
-            rcpt_options=mail.rcpt_options,
-        )
-    assert mail.sender is not None and mail.recipients is not None and mail.body is not None
-    return client.sendmail(
-        mail.sender,
-        mail.recipients,
-        mail.body.body,
-        mail_options=mail.mail_options,
-        rcpt_options=mail.rcpt_options,
-        smtputf8=mail.smtputf8,
-    )
+def _last_used(pooled: Pooled) -> float:
+    return pooled.last_used
 
 
 class SyncConnections(abc.ABC):
@@ -143,46 +102,72 @@ class SyncConnections(abc.ABC):
         finally:
             pooled.client.close()
 
-    def _expired(self, pooled: Pooled, now: float) -> bool:
-        timeout = self.idle_timeout
-        return not pooled.client.usable or (
-            timeout is not None and now - pooled.last_used >= timeout
-        )
-
-    def _borrow(self, *, check: bool) -> Pooled:
-        """An idle connection (checked by a NOOP if asked or it idled long), or a new one."""
-        while True:
-            now = self._now()
-            with self._mutex:
-                expired = [pooled for pooled in self._idle if self._expired(pooled, now)]
-                self._idle = [pooled for pooled in self._idle if pooled not in expired]
-                pooled = self._idle.pop() if self._idle else None
-            for old in expired:
-                self._retire(old)
-            if pooled is None:
-                return self._connect()
-            idle_check = self.idle_check
-            if check or (idle_check is not None and now - pooled.last_used >= idle_check):
-                try:
-                    pooled.client.noop()
-                except SMTPError as exc:
-                    _log.info("an idle connection failed its NOOP, closed: %s", exc)
-                    pooled.client.close()
-                    continue
-            return pooled
-
-    def _give_back(self, pooled: Pooled) -> None:
-        """Keep a connection after a message, or renew or close it."""
-        pooled.sent += 1
-        pooled.last_used = self._now()
-        renew = self.max_messages is not None and pooled.sent >= self.max_messages
+    def _fit(self, pooled: Pooled, *, check: bool) -> bool:
+        """Whether a connection may carry the next message; if not, it is closed."""
+        idled = self._now() - pooled.last_used
+        idle_timeout, idle_check = self.idle_timeout, self.idle_check
         if not pooled.client.usable:
             pooled.client.close()
-        elif renew or self._closed:
+            return False
+        if idle_timeout is not None and idled >= idle_timeout:
+            self._retire(pooled)
+            return False
+        if check or (idle_check is not None and idled >= idle_check):
+            try:
+                pooled.client.noop()
+            except SMTPError as exc:
+                _log.info("an idle connection failed its NOOP, closed: %s", exc)
+                pooled.client.close()
+                return False
+        return True
+
+    def _borrow(self, *, check: bool) -> Pooled:
+        """An idle connection that is fit (see _fit), or a new one."""
+        while True:
+            now, timeout = self._now(), self.idle_timeout
+            with self._mutex:
+                idle = self._idle
+                stale = 0
+                if timeout is not None:
+                    while stale < len(idle) and now - idle[stale].last_used >= timeout:
+                        stale += 1
+                expired = idle[:stale]
+                del idle[:stale]
+                pooled = idle.pop() if idle and not expired else None
+            if expired:
+                # None is taken until these are closed: an interruption leaks none.
+                self._retire_all(expired)
+            elif pooled is None:
+                return self._connect()
+            elif self._fit(pooled, check=check):
+                return pooled
+
+    def _ready(self, held: Pooled | None, *, check: bool) -> Pooled:
+        """``held`` if it is fit for the next message, or a borrowed connection."""
+        if held is not None and self._fit(held, check=check):
+            return held
+        return self._borrow(check=check)
+
+    def _after_message(self, pooled: Pooled) -> Pooled | None:
+        """Count a message a connection carried: it, if fit for another; else None (closed)."""
+        pooled.sent += 1
+        if not pooled.client.usable:
+            pooled.client.close()
+        elif self._closed or (self.max_messages is not None and pooled.sent >= self.max_messages):
             self._retire(pooled)
         else:
-            with self._mutex:
-                self._idle.append(pooled)
+            pooled.last_used = self._now()
+            return pooled
+        return None
+
+    def _park(self, pooled: Pooled) -> None:
+        """Put a connection a sender no longer needs among the idle ones (QUIT it if closed)."""
+        with self._mutex:
+            if not self._closed:
+                # Usually the last used: an append, unless a worker held it a while.
+                bisect.insort(self._idle, pooled, key=_last_used)
+                return
+        self._retire(pooled)
 
     def _wait_for_rate(self) -> None:
         """Return once the rate window lets one more message start."""
@@ -198,9 +183,13 @@ class SyncConnections(abc.ABC):
         """QUIT and close every idle connection."""
         with self._mutex:
             idle, self._idle = self._idle, []
+        self._retire_all(idle)
+
+    def _retire_all(self, connections: list[Pooled]) -> None:
+        """QUIT and close each connection; if interrupted, close the others without QUIT."""
         try:
-            for pooled in idle:
+            for pooled in connections:
                 self._retire(pooled)
         finally:
-            for pooled in idle:
+            for pooled in connections:
                 pooled.client.close()
