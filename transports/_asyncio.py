@@ -6,15 +6,14 @@
 # -------------------
 # AsyncClient (_async/client.py) holds the public methods and the request
 # loop; this class answers the requests with an asyncio transport:
-#   * Read: what _Stream has received, waiting (under what is left of the
+#   * Read: what ByteStream has received, waiting (under what is left of the
 #     reply's Deadline) when it has nothing;
 #   * Write: the pieces of pieces_to_send (a large body in views, never
 #     joined), each once the transport has room, under the request's timeout;
-#   * Poll: what _Stream holds already, without waiting;
+#   * Poll: what ByteStream holds already, without waiting;
 #   * UpgradeTLS: loop.start_tls() on the same transport;
 #   * PullBody: the next piece of a body (iterable or async iterable).
-# _Stream is a plain asyncio.Protocol rather than a StreamReader so that what
-# arrived and was not asked for can be handed to the core through public API.
+# ByteStream (_asyncio_stream) holds what the transport delivered.
 # A timeout costs a loop timer: a Read or Write that waits for nothing has none.
 #
 # Invariant: cancellation (or any failure) in the middle of a procedure marks
@@ -25,97 +24,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from smtpbee._requests import Buffer, Poll, PullBody, Read, Request, UpgradeTLS, Write
+from smtpbee._requests import Poll, PullBody, Read, Request, UpgradeTLS, Write
 from smtpbee.transports._async.client import AsyncClient
 from smtpbee.transports._async.one_call import send_with
 from smtpbee.transports._async.pool import AsyncPool
+from smtpbee.transports._asyncio_stream import ByteStream
 from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._pool import AsyncJob
 from smtpbee.transports._writes import pieces_to_send
 
 __all__ = ["AsyncSMTPClient", "SMTPClient", "SMTPPool", "send"]
-
-
-class _Stream(asyncio.Protocol):
-    """The bytes an asyncio transport delivers, and its flow control."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._received = bytearray()
-        self._eof = False
-        self._lost: BaseException | None = None
-        self._readable: asyncio.Future[None] | None = None
-        self._writable: asyncio.Future[None] | None = None
-        self.closed = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._received += data
-        self._wake_reader()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake_reader()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        self._lost = exc or ConnectionResetError("the connection was closed")
-        self._wake_reader()
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        self._writable = None
-
-    def _wake_reader(self) -> None:
-        if self._readable is not None and not self._readable.done():
-            self._readable.set_result(None)
-
-    def take(self) -> bytes | None:
-        """What arrived and was not taken yet; b"" at the end; None if nothing."""
-        if self._received:
-            data = bytes(self._received)
-            self._received.clear()
-            return data
-        return b"" if self._eof else None
-
-    async def read(self) -> bytes:
-        while (data := self.take()) is None:
-            self._readable = asyncio.get_running_loop().create_future()
-            await self._readable
-        return data
-
-    def write(self, pieces: Iterator[Buffer]) -> bool:
-        """Hand pieces to the transport until it asks for a pause; whether all went."""
-        transport = self.transport
-        if transport is None or self._lost is not None or transport.is_closing():
-            raise ConnectionResetError("the connection is closed")
-        for piece in pieces:
-            transport.write(piece)
-            if self._writable is not None:
-                return False
-        return True
-
-    async def drain(self) -> None:
-        """Wait until the transport has room again (a pause ends)."""
-        if self._writable is not None:
-            await self._writable
-            if self._lost is not None:
-                raise ConnectionResetError("the connection was closed") from self._lost
 
 
 class AsyncSMTPClient(AsyncClient):
@@ -125,7 +46,7 @@ class AsyncSMTPClient(AsyncClient):
     QUIT and close on exit).
     """
 
-    _stream: _Stream | None = None
+    _stream: ByteStream | None = None
     _takes_async_bodies = True
 
     @property
@@ -134,7 +55,7 @@ class AsyncSMTPClient(AsyncClient):
 
     async def _open(self) -> Any:
         loop = asyncio.get_running_loop()
-        stream = _Stream()
+        stream = ByteStream()
         async with asyncio.timeout(self.connect_timeout):
             if self._sock_given is not None:
                 await loop.create_connection(lambda: stream, sock=self._sock_given)
@@ -161,10 +82,7 @@ class AsyncSMTPClient(AsyncClient):
             raise ConnectionError("the connection is closed")
         if isinstance(request, Read):
             remaining = self._deadline.remaining(request, asyncio.get_running_loop().time())
-            if (data := stream.take()) is not None:
-                return data
-            async with asyncio.timeout(max(remaining, 0)):
-                return await stream.read()
+            return await stream.read(remaining)
         if isinstance(request, Write):
             pieces = pieces_to_send(request.buffers)
             if not stream.write(pieces):
@@ -182,7 +100,7 @@ class AsyncSMTPClient(AsyncClient):
         assert isinstance(request, UpgradeTLS)
         return await self._start_tls(stream, request.timeout)
 
-    async def _start_tls(self, stream: _Stream, timeout: float) -> bool:
+    async def _start_tls(self, stream: ByteStream, timeout: float) -> bool:
         assert stream.transport is not None
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):

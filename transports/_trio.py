@@ -123,7 +123,7 @@ class TrioSMTPClient(AsyncClient):
         return verified
 
     def _new_lock(self) -> Any:
-        return trio.Lock()
+        return _TakenAtOnce(trio.Lock())
 
     async def _abort(self) -> None:
         stream, self._stream = self._stream, None
@@ -165,25 +165,26 @@ send = functools.partial(send_with, TrioSMTPClient)
 """Connect, log in if asked, send one message, QUIT (see send_with for the arguments)."""
 
 
-class _Slots:
-    """A semaphore whose free slot is taken at once.
+class _TakenAtOnce:
+    """A trio Lock or Semaphore that is taken at once when it is free.
 
-    trio.Semaphore's acquire() yields to the scheduler even then: once per
-    message of a pool. The send that follows checkpoints anyway, so a
-    cancellation is still seen before anything is written.
+    Their acquire() yields to the scheduler even then: once per message for
+    the client's lock, and again for a pool's slot. The write that follows
+    checkpoints anyway, so a cancellation is still seen before anything is
+    written.
     """
 
-    def __init__(self, size: int) -> None:
-        self._semaphore = trio.Semaphore(size)
+    def __init__(self, primitive: trio.Lock | trio.Semaphore) -> None:
+        self._primitive = primitive
 
     async def __aenter__(self) -> None:
         try:
-            self._semaphore.acquire_nowait()
+            self._primitive.acquire_nowait()
         except trio.WouldBlock:
-            await self._semaphore.acquire()
+            await self._primitive.acquire()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._semaphore.release()
+        self._primitive.release()
 
 
 class SMTPPool(AsyncPool):
@@ -191,8 +192,8 @@ class SMTPPool(AsyncPool):
 
     _client_class = TrioSMTPClient
 
-    def _new_slots(self, size: int) -> _Slots:
-        return _Slots(size)
+    def _new_slots(self, size: int) -> _TakenAtOnce:
+        return _TakenAtOnce(trio.Semaphore(size))
 
     def _now(self) -> float:
         return trio.current_time()
