@@ -1384,9 +1384,9 @@ def test_a_body_held_whole_is_sent_without_pulling(extensions: tuple[str, ...]) 
     assert result.data is not None and result.data.is_success
     assert not any(isinstance(r, PullBody) for r in wire.requests)
     assert wire.messages[-1].content == body
-    if "CHUNKING" in extensions:
-        # No dot to stuff and CRLF already: the chunk is the caller's own object.
-        assert any(buffer is body for buffer in _buffers(wire))
+    # No dot to stuff and CRLF already: DATA content or the BDAT chunk is the
+    # caller's own object.
+    assert any(buffer is body for buffer in _buffers(wire))
 
 
 def test_a_body_held_whole_is_not_taken_from_a_batch_stream() -> None:
