@@ -330,11 +330,12 @@ async def test_a_batch_that_raises_leaves_no_job_running(
         if flavour.name == "sync":
             assert threading.active_count() == threads  # the workers were joined
     # Whatever became of the others, it was settled when send_batch raised:
-    # nothing of the batch goes on behind the caller's back, and no message
-    # started after the failure (a thread finishes the one it was sending).
+    # nothing of the batch goes on behind the caller's back (a thread finishes
+    # the one it was sending). How many the other worker delivered before the
+    # failure depends on how soon the failing body is read: not asserted.
     await anyio.sleep(0.5)
     assert aiosmtpd_server.messages == settled
-    assert len(settled) <= 1
+    assert len(settled) < len(items)
 
 
 def test_an_interrupted_blocking_batch_starts_no_other_message(
