@@ -494,7 +494,7 @@ class ClientSession:
 
         With PIPELINING (and DATA), consecutive transactions overlap as RFC 2920
         §3.1 allows: one message's terminator and the next envelope share a
-        write. With CHUNKING too, up to 8 whole transactions (MAIL, RCPT...,
+        write. With CHUNKING too, up to 16 whole transactions (MAIL, RCPT...,
         BDAT LAST) are in flight before their replies are read. The bodies are
         pulled one after another, each ended by b"" (those given whole in
         ``BodyInfo.whole`` are not pulled).

@@ -108,11 +108,11 @@ pieces of this size, so that a chunk is a piece as read, not a join of smaller o
 # few enough that a refusal wastes little.
 _CHUNKS_IN_FLIGHT = 4
 # How many whole transactions (MAIL, RCPT..., BDAT LAST) a CHUNKING batch
-# writes before it reads their replies: an eighth of a round trip per message,
-# their replies (a few hundred octets) far below what a socket buffers, so
-# neither side can block the other's writes (RFC 2920 §3.1), and a 421 or a
-# throttle meets at most this many messages already written.
-_TRANSACTIONS_IN_FLIGHT = 8
+# writes before it reads their replies: a sixteenth of a round trip per
+# message, their replies (about a kilobyte) far below what a socket buffers,
+# so neither side can block the other's writes (RFC 2920 §3.1), and a 421 or
+# a throttle meets at most this many messages already written.
+_TRANSACTIONS_IN_FLIGHT = 16
 _WRITE_SIZE = 1 << 16
 _MAIL_POINT = ControlPoint.MAIL
 _DATA_POINT = ControlPoint.DATA

@@ -35,7 +35,13 @@ from smtpbee._procedures import ClientSession
 from smtpbee._replies import Reply
 from smtpbee._requests import Poll, PullBody, Read, Timeouts, TLSMode, UpgradeTLS, Write
 from smtpbee._state import State
-from smtpbee._transaction import BDAT_CHUNK_SIZE, BodyInfo, MailJob, SendResult
+from smtpbee._transaction import (
+    _TRANSACTIONS_IN_FLIGHT,
+    BDAT_CHUNK_SIZE,
+    BodyInfo,
+    MailJob,
+    SendResult,
+)
 from smtpbee.testing import (
     DEFAULT,
     Command,
@@ -1217,25 +1223,30 @@ def test_send_batch_with_chunking_keeps_a_window_of_transactions_in_flight() -> 
     wire = model(refusing("gone@x.test"), extensions=("PIPELINING", "CHUNKING"))
     s, _ = opened(wire)
     mark = len(wire.requests)
-    recipients = [["gone@x.test"] if i == 3 else [f"r{i}@x.test"] for i in range(20)]
-    results = wire.run(s.send_batch(_jobs(*recipients)), _bodies(20))
+    window = _TRANSACTIONS_IN_FLIGHT
+    count = window + 6
+    recipients = [["gone@x.test"] if i == 3 else [f"r{i}@x.test"] for i in range(count)]
+    results = wire.run(s.send_batch(_jobs(*recipients)), _bodies(count))
     assert [type(r).__name__ for r in results] == [
-        "PermanentReplyError" if i == 3 else "SendResult" for i in range(20)
+        "PermanentReplyError" if i == 3 else "SendResult" for i in range(count)
     ]
     assert isinstance(results[3], PermanentReplyError)
     assert results[3].recipients["gone@x.test"].code == 550
-    assert [d.recipients[0] for d in wire.messages] == [f"r{i}@x.test" for i in range(20) if i != 3]
+    assert [d.recipients[0] for d in wire.messages] == [
+        f"r{i}@x.test" for i in range(count) if i != 3
+    ]
     assert [d.content for d in wire.messages][:3] == [
         b"Subject: %d\r\n\r\n.dot %d\r\n" % (i, i) for i in range(3)
     ]
-    # Eight whole transactions are written before the first reply is read.
-    assert _requests_in_order(wire, mark).startswith("W" * 8 + "R")
+    # A window of whole transactions is written before the first reply is read.
+    assert _requests_in_order(wire, mark).startswith("W" * window + "R")
     written = writes(wire, mark)
     assert written[0].startswith(b"MAIL FROM:") and written[0].count(b"BDAT") == 1
-    # Each one behind an unanswered one starts with RSET; after the refusal the
-    # window was answered whole, and the newest (message 10) was delivered.
-    assert [w.startswith(b"RSET\r\nMAIL FROM:") for w in written[:12]] == [
-        i not in (0, 11) for i in range(12)
+    # Each one behind an unanswered one starts with RSET. The refusal of message
+    # 3 is read once message window + 2 is written; the window is then answered
+    # whole, so message window + 3 starts afresh.
+    assert [w.startswith(b"RSET\r\nMAIL FROM:") for w in written[: window + 4]] == [
+        i not in (0, window + 3) for i in range(window + 4)
     ]
 
 
