@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import send_clients
+from bench_args import chosen_clients
 from send_clients import CLIENTS
 
 BENCH = Path(__file__).resolve().parent
@@ -134,10 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.one is not None:
         print(json.dumps(one_case(args.one, args.port, args.chunking, args.size_mb, args.source)))
         return
-    names = list(NAMES) if args.clients is None else args.clients.split(",")
-    unknown = [name for name in names if name not in NAMES]
-    if unknown:
-        parser.error(f"unknown clients: {', '.join(unknown)}")
+    names = chosen_clients(parser, args.clients, NAMES)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="smtpbee-bench-big-") as scratch, sinks() as ports:
         files: dict[int, Path] = {}

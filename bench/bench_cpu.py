@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import send_clients
+from bench_args import chosen_clients
 from send_clients import CLIENTS, DATA_ONLY, FLOOR
 
 MESSAGE_BYTES = 1024
@@ -162,10 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--clients", help=f"comma-separated, of: {', '.join(CLIENTS)}")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     args = parser.parse_args(argv)
-    names = list(CLIENTS) if args.clients is None else args.clients.split(",")
-    unknown = [name for name in names if name not in CLIENTS]
-    if unknown:
-        parser.error(f"unknown clients: {', '.join(unknown)}")
+    names = chosen_clients(parser, args.clients, CLIENTS)
     counts = {1: args.messages, MANY: args.rcpt_messages}
     found = {kind: measure_sink(kind, names, counts, args.rounds) for kind in SINKS}
     source = smtp_source(counts, args.rounds)

@@ -33,6 +33,7 @@ from typing import Any, TypeAlias
 
 import reference_clients
 import send_clients
+from bench_args import chosen_clients
 from send_clients import RECIPIENT, SENDER
 
 MESSAGE_BYTES = 1024
@@ -186,10 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--clients", help=f"comma-separated, of: {', '.join(CLIENTS)}")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     args = parser.parse_args(argv)
-    names = list(CLIENTS) if args.clients is None else args.clients.split(",")
-    unknown = [name for name in names if name not in CLIENTS]
-    if unknown:
-        parser.error(f"unknown clients: {', '.join(unknown)}")
+    names = chosen_clients(parser, args.clients, CLIENTS)
     widths = [int(count) for count in args.connections.split(",")]
     body = send_clients.message(MESSAGE_BYTES)
     samples: dict[tuple[str, int], list[tuple[float, float]]] = {}

@@ -44,6 +44,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from bench_args import chosen_clients
+
 SENDER = "bench@x.test"
 RECIPIENT = "sink@x.test"
 SMALL = b"From: bench@x.test\r\nTo: sink@x.test\r\nSubject: bench\r\n\r\nA small message.\r\n"
@@ -316,10 +318,7 @@ def main() -> None:
     if args.chunking_sink:
         serve_chunking_sink(args.chunking_sink)
         return
-    names = list(CLIENTS) if args.clients is None else args.clients.split(",")
-    unknown = [name for name in names if name not in CLIENTS]
-    if unknown:
-        parser.error(f"unknown clients: {', '.join(unknown)}")
+    names = chosen_clients(parser, args.clients, CLIENTS)
     big = f"{args.big_mb} MB"
     figures: dict[str, Any] = {
         "messages": args.messages,
