@@ -7,6 +7,7 @@ proxy makes each client's methods awaitable, so one test body serves all three.
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 import hashlib
 import io
@@ -632,3 +633,29 @@ def test_the_sync_transport_refuses_async_bodies(aiosmtpd_server: AiosmtpdServer
             client.sendmail("a@x.test", ["b@x.test"], body)  # type: ignore[arg-type]
         assert client.noop().code == 250
         assert client.pipeline([Noop()])[0].code == 250
+
+
+def test_an_asyncio_read_times_out_at_its_own_deadline_whatever_timer_is_armed() -> None:
+    # A read keeps the timer an earlier one armed when that fires no later: the
+    # early firing finds time left and arms again; a shorter wait arms earlier.
+    from smtpbee.transports._asyncio_stream import ByteStream
+
+    async def main() -> None:
+        stream = ByteStream()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, stream.data_received, b"250 ok\r\n")
+        assert await stream.read(10) == b"250 ok\r\n"  # a timer armed 10 s ahead
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await stream.read(0.2)
+        assert 0.19 <= loop.time() - started < 2
+        loop.call_later(0.01, stream.data_received, b"x")
+        assert await stream.read(0.1) == b"x"  # its timer, 0.1 s ahead, stays armed
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await stream.read(0.4)
+        assert 0.39 <= loop.time() - started < 2
+        stream.data_received(b"late")
+        assert await stream.read(0.01) == b"late"
+
+    asyncio.run(main())

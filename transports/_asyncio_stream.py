@@ -25,6 +25,9 @@ class ByteStream(asyncio.Protocol):
         self._readable: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self.closed = asyncio.get_running_loop().create_future()
+        # When the waiting read runs out, and the timer that checks it.
+        self._expires = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -40,6 +43,9 @@ class ByteStream(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._eof = True
         self._lost = exc or ConnectionResetError("the connection was closed")
         self._wake_reader()
@@ -70,18 +76,34 @@ class ByteStream(asyncio.Protocol):
 
     async def read(self, seconds: float) -> bytes:
         """What arrives within ``seconds``; TimeoutError when nothing does."""
-        # One timer on the loop, not asyncio.timeout(): that one also counts
-        # cancellations of the task, and a read is waited for twice a message.
+        data = self.take()
+        if data is not None:
+            return data
         loop = asyncio.get_running_loop()
-        expires = loop.time() + seconds
-        while (data := self.take()) is None:
-            readable = self._readable = loop.create_future()
-            timer = loop.call_at(expires, _expire, readable)
-            try:
-                await readable
-            finally:
+        self._expires = expires = loop.time() + seconds
+        # The timer armed for an earlier read is kept when it fires no later
+        # than this read may wait: it then finds time left and arms itself
+        # again. Each phase waits minutes, so a message arms no timer at all.
+        timer = self._timer
+        if timer is None or timer.when() > expires:
+            if timer is not None:
                 timer.cancel()
+            self._timer = loop.call_at(expires, self._check_expiry)
+        while (data := self.take()) is None:
+            self._readable = loop.create_future()
+            await self._readable
         return data
+
+    def _check_expiry(self) -> None:
+        readable = self._readable
+        self._timer = None
+        if readable is None or readable.done():
+            return  # no read is waiting: the next one arms its own timer
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._expires:
+            readable.set_exception(TimeoutError())
+        else:
+            self._timer = loop.call_at(self._expires, self._check_expiry)
 
     def write(self, pieces: Iterator[Buffer]) -> bool:
         """Hand pieces to the transport until it asks for a pause; whether all went."""
@@ -100,8 +122,3 @@ class ByteStream(asyncio.Protocol):
             await self._writable
             if self._lost is not None:
                 raise ConnectionResetError("the connection was closed") from self._lost
-
-
-def _expire(readable: asyncio.Future[None]) -> None:
-    if not readable.done():
-        readable.set_exception(TimeoutError())
