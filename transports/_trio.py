@@ -88,14 +88,20 @@ class TrioSMTPClient(AsyncClient):
         stream = self._stream
         if stream is None:
             raise ConnectionError("the connection is closed")
+        # A CancelScope of our own rather than trio.fail_after(), a context
+        # manager around one: each message waits under four of them.
         if isinstance(request, Read):
-            remaining = self._deadline.remaining(request, trio.current_time())
-            with trio.fail_after(max(remaining, 0)):
+            now = trio.current_time()
+            remaining = self._deadline.remaining(request, now)
+            with trio.CancelScope(deadline=now + max(remaining, 0)):
                 return await stream.receive_some(READ_SIZE)
+            raise trio.TooSlowError  # reached only when the deadline cancelled the read
         if isinstance(request, Write):
-            with trio.fail_after(request.timeout):
+            with trio.CancelScope(deadline=trio.current_time() + request.timeout) as scope:
                 for piece in pieces_to_send(request.buffers):
                     await stream.send_all(piece)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
             return None
         if isinstance(request, PullBody):
             if isinstance(body, AsyncIterator):
