@@ -143,9 +143,9 @@ class BodyInfo:
         return cls(size=len(body), eight_bit=not body.isascii())
 
     @classmethod
-    def whole(cls, body: bytes, *, binary: bool = False) -> BodyInfo:
+    def whole(cls, body: bytes) -> BodyInfo:
         """A body held whole and handed over with the plan: no PullBody is asked for it."""
-        return cls(size=len(body), eight_bit=not body.isascii(), binary=binary, content=body)
+        return cls(size=len(body), eight_bit=not body.isascii(), content=body)
 
 
 def wants_smtputf8(extensions: Extensions, *, addresses: bool, headers: bool) -> bool:

@@ -13,8 +13,9 @@
 #   * Poll: what ByteStream holds already, without waiting;
 #   * UpgradeTLS: loop.start_tls() on the same transport;
 #   * PullBody: the next piece of a body (iterable or async iterable).
-# ByteStream (_asyncio_stream) holds what the transport delivered.
-# A timeout costs a loop timer: a Read or Write that waits for nothing has none.
+# ByteStream (_asyncio_stream) holds what the transport delivered; its reads
+# share one loop timer, armed again only when a deadline comes earlier. A
+# Write that waits for nothing has no timer.
 #
 # Invariant: cancellation (or any failure) in the middle of a procedure marks
 # the session failed and aborts the transport, so nothing more goes out on

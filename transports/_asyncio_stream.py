@@ -3,7 +3,8 @@
 # The bytes an asyncio transport delivers, as the asyncio client reads them:
 # a plain asyncio.Protocol rather than a StreamReader, so that what arrived
 # and was not asked for (a Poll) can be handed to the core through public
-# API, and a read waits under one loop timer of its own.
+# API, and reads share one loop timer that is armed again only when a
+# deadline comes earlier than the one it watches.
 from __future__ import annotations
 
 import asyncio

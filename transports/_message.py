@@ -88,9 +88,8 @@ def body_source(body: Any) -> tuple[BodyInfo, Iterator[bytes] | AsyncIterable[by
 
     Bytes-like bodies go whole in the BodyInfo (no pieces); a binary file is
     read in FILE_PIECE_SIZE pieces (its size known when it is a regular or
-    seekable file); any other
-    iterable (or, for the async transports, async iterable) of bytes is
-    streamed as given.
+    seekable file); any other iterable (or, for the async transports, async
+    iterable) of bytes is streamed as given.
     """
     if isinstance(body, bytes | bytearray | memoryview):
         # Handed over with the plan: the procedure asks no PullBody for it.
