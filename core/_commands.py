@@ -30,6 +30,7 @@ from ._errors import InvalidInputError
 from ._state import Verb
 from ._validation import (
     Mailbox,
+    check_command_line,
     check_esmtp_keyword,
     check_esmtp_value,
     check_text,
@@ -107,6 +108,17 @@ class Command:
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """The bytes on the wire. ``smtputf8`` allows UTF-8 in arguments."""
         raise NotImplementedError
+
+    def checked_bytes(self, *, smtputf8: bool = False) -> bytes:
+        """to_bytes(), a command line checked as one (check_command_line), as it goes out.
+
+        Raises:
+            InvalidInputError: the command line is too long, or not one line.
+        """
+        data = self.to_bytes(smtputf8=smtputf8)
+        if self.is_command_line:
+            check_command_line(data)
+        return data
 
     def transcript_line(self) -> str:
         """The command as a person should see it in a transcript (secrets redacted)."""
@@ -206,11 +218,13 @@ class _PathCommand(Command):
     """MAIL and RCPT: a path and parameters, rendered once.
 
     Procedures ask for the line twice (wire and transcript) and bulk senders
-    send the same envelope often: the rendered line is kept in ``_line``.
+    send the same envelope often: the rendered line is kept in ``_line``,
+    its checked bytes in ``_wire``.
     """
 
     __slots__ = ()
     _line: str | None
+    _wire: bytes | None
 
     def _render(self) -> str:
         raise NotImplementedError
@@ -224,6 +238,18 @@ class _PathCommand(Command):
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         return self._wire_line().encode("utf-8" if smtputf8 else "ascii")
+
+    def checked_bytes(self, *, smtputf8: bool = False) -> bytes:
+        # Checked once: the line cannot change. A line in UTF-8 is checked
+        # in that form; without SMTPUTF8 it takes the usual way (and fails).
+        wire = self._wire
+        if wire is None:
+            wire = self._wire_line().encode("utf-8")
+            check_command_line(wire)
+            object.__setattr__(self, "_wire", wire)
+        if not smtputf8 and not wire.isascii():
+            return Command.checked_bytes(self, smtputf8=smtputf8)
+        return wire
 
     def transcript_line(self) -> str:
         # The line holds no lone surrogate (every part was checked), so this
@@ -261,6 +287,7 @@ class Mail(_PathCommand):
     extra: Mapping[str, str | None] = field(default_factory=dict)
     mailbox: Mailbox | None = field(init=False, repr=False, compare=False)
     _line: str | None = field(default=None, init=False, repr=False, compare=False)
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     _VERB: ClassVar[Verb] = Verb.MAIL
 
@@ -361,6 +388,7 @@ class Rcpt(_PathCommand):
     extra: Mapping[str, str | None] = field(default_factory=dict)
     mailbox: Mailbox = field(init=False, repr=False, compare=False)
     _line: str | None = field(default=None, init=False, repr=False, compare=False)
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     _VERB: ClassVar[Verb] = Verb.RCPT
 

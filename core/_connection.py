@@ -82,7 +82,7 @@ from ._state import (
     Verb,
     compile_reply_cells,
 )
-from ._validation import check_command_line, strict_b64decode
+from ._validation import strict_b64decode
 
 __all__ = ["Connection"]
 
@@ -151,6 +151,29 @@ _AFTER_SUCCESS: Mapping[tuple[State, Verb], State | None] = {
     for state in State
     for verb, trigger in _GOING_AHEAD.items()
 }
+
+
+def _group_path(state: State, verbs: tuple[Verb, ...]) -> tuple[bool, State | None]:
+    """Whether the table allows these verbs as one group from state; where it leads.
+
+    The table's part of _problem() for each command in turn (allowed where
+    the commands before it lead, none but the last ending a group); the
+    pipelining and what-the-server-offers parts are the connection's.
+    """
+    projected: State | None = state
+    for index, verb in enumerate(verbs):
+        if projected is None or verb not in ALLOWED_COMMANDS[projected]:
+            return False, None
+        if verb in _ENDS_GROUP and index < len(verbs) - 1:
+            return False, None
+        projected = _AFTER_SUCCESS[projected, verb]
+    return True, projected
+
+
+# (projected state, verbs of a group) -> _group_path(): a bulk sender's groups
+# come in a few shapes, each compiled once; a bound keeps odd shapes from piling up.
+_GROUP_PATHS: dict[tuple[State, tuple[Verb, ...]], tuple[bool, State | None]] = {}
+_GROUP_PATHS_KEPT = 256
 
 
 class _PendingReply:
@@ -273,7 +296,13 @@ class Connection:
 
     def awaiting_any(self, verbs: frozenset[Verb]) -> bool:
         """Whether a command with one of these verbs still awaits its reply."""
-        return any(pending.verb in verbs for pending in self._pending)
+        # From the newest: content ends a group, so it is found at once while
+        # a transaction's replies drain (the oldest first). A loop, not any():
+        # asked after each reply while content is out, a generator costs more.
+        for pending in reversed(self._pending):  # noqa: SIM110
+            if pending.verb in verbs:
+                return True
+        return False
 
     @property
     def accepted_recipients(self) -> tuple[str, ...]:
@@ -387,7 +416,7 @@ class Connection:
         facts = self._facts
         saved = (self._projected, facts.sent_mail, facts.content_octets)
         try:
-            admitted = [self._admit(command) for command in commands]
+            admitted = self._admit_group(commands)
         except LocalProtocolError:
             while len(self._pending) > pending:
                 self._pending.pop()
@@ -429,24 +458,61 @@ class Connection:
         check = _ARGUMENT_CHECKS.get(verb)
         if check is not None:
             check(self._facts, command)
-        if verb is _MESSAGE_DATA:
-            assert isinstance(command, MessageData)
-            self._facts.content_octets += len(command.data)
-            return None
-        if verb is _END_OF_DATA:
-            self._record_sent(command, verb)
-            return None
-        if type(command) is Bdat:
-            self._record_sent(command, verb)
-            return command.header()
-        data = command.to_bytes(smtputf8=self._facts.smtputf8)
-        # The checks before this one refused every non-ASCII argument that
-        # SMTPUTF8 does not cover, so the encoding could not fail; the line
-        # limit covers command lines, not content or SASL responses.
-        if command.is_command_line:
-            check_command_line(data)
-        self._record_sent(command, verb)
+        data = self._record_sent(command, verb)
+        projected = self._projected
+        assert projected is not None, "_problem() refuses commands while it is unknown"
+        self._projected = _AFTER_SUCCESS[projected, verb]
         return data
+
+    def _admit_group(self, commands: Sequence[Command]) -> list[bytes | None]:
+        """_admit() for each command of a group, with the table consulted once.
+
+        Where the session stands and the verbs in order decide whether the
+        table allows the group (legal in turn, nothing but its last command
+        ending a group, pipelining on) and where it leads: one lookup,
+        compiled on first use. The checks on what the server offers and on
+        each command's arguments still run command by command, in order, as
+        each reads what the commands before it changed. When the table
+        refuses the group, the commands go through _admit() one by one, so
+        the error is the one that names the first command it refuses.
+        """
+        verbs = tuple(command.verb for command in commands)
+        pending = self._pending
+        projected = self._projected
+        if (
+            self._state is _ERROR
+            or projected is None
+            or not self._facts.pipelining
+            or (pending and pending[-1].verb in _ENDS_GROUP)
+            or (not pending and self._reader.buffered)
+            or (_MESSAGE_DATA in verbs and not self._accepted_for_content)
+        ):
+            return [self._admit(command) for command in commands]
+        key = (projected, verbs)
+        path = _GROUP_PATHS.get(key)
+        if path is None:
+            path = _group_path(projected, verbs)
+            if len(_GROUP_PATHS) >= _GROUP_PATHS_KEPT:
+                _GROUP_PATHS.clear()
+            _GROUP_PATHS[key] = path
+        fits, after = path
+        if not fits:
+            return [self._admit(command) for command in commands]
+        facts = self._facts
+        verb_checks = self._verb_checks
+        admitted: list[bytes | None] = []
+        for command, verb in zip(commands, verbs, strict=True):
+            offered = verb_checks.get(verb)
+            if offered is not None:
+                problem = offered(facts)
+                if problem is not None:
+                    raise problem
+            check = _ARGUMENT_CHECKS.get(verb)
+            if check is not None:
+                check(facts, command)
+            admitted.append(self._record_sent(command, verb))
+        self._projected = after
+        return admitted
 
     def _refuse_unsolicited(self) -> None:
         if b"421".startswith(self._reader.peek(3)):
@@ -468,22 +534,36 @@ class Connection:
             return encoder.encode(command.data)
         return encoder.end()
 
-    def _record_sent(self, command: Command, verb: Verb) -> None:
+    def _record_sent(self, command: Command, verb: Verb) -> bytes | None:
+        """Record an admitted command as sent (but for the projection); its bytes.
+
+        Of a BDAT, its command line (the chunk follows as it is); None for
+        content (MessageData, EndOfData), which _encode turns into bytes.
+        """
+        facts = self._facts
+        if verb is _MESSAGE_DATA:
+            assert isinstance(command, MessageData)
+            facts.content_octets += len(command.data)
+            return None
+        if verb is _END_OF_DATA:
+            data = None
+        elif type(command) is Bdat:
+            data = command.header()
+            facts.content_octets += len(command.data)
+        else:
+            # The checks before this one refused every non-ASCII argument that
+            # SMTPUTF8 does not cover, so the encoding cannot fail.
+            data = command.checked_bytes(smtputf8=facts.smtputf8)
         limits = self._limits
         line_limit = limits.max_auth_challenge if verb in _AUTH_VERBS else limits.max_line_length
         self._pending.append(_PendingReply(command, verb, line_limit))
-        facts = self._facts
         if verb is _MAIL:
             assert isinstance(command, Mail)
             facts.sent_mail = command
             facts.content_octets = 0
-        elif isinstance(command, Bdat):
-            facts.content_octets += len(command.data)
-        if verb in _ENDS_SENT_MAIL:
+        elif verb in _ENDS_SENT_MAIL:
             facts.sent_mail = None
-        projected = self._projected
-        assert projected is not None, "_problem() refuses commands while it is unknown"
-        self._projected = _AFTER_SUCCESS[projected, verb]
+        return data
 
     def tls_established(self) -> None:
         """Tell the connection that the TLS handshake after STARTTLS succeeded.

@@ -59,7 +59,7 @@ from ._events import (
 )
 from ._replies import Reply, escape_text
 from ._requests import Poll, Procedure, Read, Timeouts, Write
-from ._state import Phase, State, Verb
+from ._state import Phase, ReplyKind, State, Verb
 
 if TYPE_CHECKING:
     from ._session_log import Detail, SessionLog
@@ -71,6 +71,10 @@ ReplyEvent: TypeAlias = ReplyReceived | ContentRequested | AuthChallengeReceived
 
 _CONTENT_VERBS = frozenset({Verb.MESSAGE_DATA, Verb.END_OF_DATA, Verb.BDAT, Verb.BDAT_LAST})
 _CONTENT_STATES = frozenset({State.DATA, State.BDAT})
+_CLOSING = ReplyKind.CLOSING
+_POLL = Poll()
+_COMMAND = Phase.COMMAND
+_DATA_BLOCK = Phase.DATA_BLOCK
 _REPLY_EVENTS = (GreetingReceived, ReplyReceived, AuthChallengeReceived, ContentRequested)
 # Mechanisms whose server challenges tell nothing about the password (a
 # SCRAM challenge carries the salt, and its last one the server's signature).
@@ -97,8 +101,14 @@ class Exchange:
     ) -> None:
         self.conn = conn
         self.timeouts = timeouts
-        # Every write and read asks for its phase's seconds: looked up once.
+        # Every write and read asks for its phase's seconds: looked up once;
+        # and a Read is a value, so each possible one is built once.
         self._seconds = {phase: timeouts.for_phase(phase) for phase in Phase}
+        self._reads = {
+            (phase, new_wait): Read(phase, seconds, new_wait)
+            for phase, seconds in self._seconds.items()
+            for new_wait in (True, False)
+        }
         self._transcript = transcript
         self._session_log = session_log
         # Content has been written for a transaction not yet answered.
@@ -164,47 +174,58 @@ class Exchange:
         if self._session_log is not None:
             conn = self.conn
             self._session_log.sent(data, tls=conn.tls_active, state=conn.state.name, unsafe=unsafe)
-        yield from self._write((data,), phase)
-
-    def _write(self, buffers: Sequence[bytes], phase: Phase) -> Procedure[None]:
         try:
-            yield Write(buffers, phase, self._seconds[phase])
+            yield Write((data,), phase, self._seconds[phase])
         except (SMTPTimeoutError, ConnectionLostError) as exc:
             raise self.fail(exc)  # noqa: B904 - fail() chose the cause
 
     def event(self) -> Procedure[Event]:
         """The next event from the server, reading as needed."""
-        conn = self.conn
-        new_wait = True
-        while True:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError as exc:
-                raise self.fail(exc)  # noqa: B904 - fail() chose the cause
-            if event is NEED_DATA:
-                phase = conn.waiting_for or Phase.COMMAND
-                try:
-                    data = yield Read(phase, self._seconds[phase], new_wait)
-                except (SMTPTimeoutError, ConnectionLostError) as exc:
-                    raise self.fail(exc)  # noqa: B904 - fail() chose the cause
-                conn.receive_data(data)
-                if self._session_log is not None:
-                    self._received += data
+        event = self._next_event()
+        if event is None:
+            new_wait = True
+            while event is None:
+                yield from self._read(new_wait)
                 new_wait = False
-                continue
-            if event is PAUSED:  # pragma: no cover - only starttls() reaches TLS_HANDSHAKE
-                raise self.fail(RemoteProtocolError("the session paused for a TLS handshake"))
-            assert isinstance(event, Event)
-            if self._transcript is not None and isinstance(event, _REPLY_EVENTS):
-                hidden = isinstance(event, AuthChallengeReceived)
-                log_reply(self._transcript, event.reply, hide_text=hidden)
-            if self._session_log is not None:
-                self._log_event(event)
-            # The content's transaction is answered once no content command
-            # awaits a reply (a closed connection answers nothing).
-            if self._content_out and isinstance(event, _REPLY_EVENTS):
-                self._content_out = self._content_pending()
-            return event
+                event = self._next_event()
+        return event
+
+    def _next_event(self) -> Event | None:
+        """The next event from what was received, or None when more must be read."""
+        try:
+            event = self.conn.next_event()
+        except RemoteProtocolError as exc:
+            raise self.fail(exc)  # noqa: B904 - fail() chose the cause
+        if event is NEED_DATA:
+            return None
+        if event is PAUSED:  # pragma: no cover - only starttls() reaches TLS_HANDSHAKE
+            raise self.fail(RemoteProtocolError("the session paused for a TLS handshake"))
+        assert isinstance(event, Event)
+        if self._transcript is not None and isinstance(event, _REPLY_EVENTS):
+            hidden = isinstance(event, AuthChallengeReceived)
+            log_reply(self._transcript, event.reply, hide_text=hidden)
+        if self._session_log is not None:
+            self._log_event(event)
+        # The content's transaction is answered once no content command
+        # awaits a reply (a closed connection answers nothing).
+        if self._content_out and isinstance(event, _REPLY_EVENTS):
+            self._content_out = self._content_pending()
+        return event
+
+    def _read(self, new_wait: bool) -> Procedure[None]:
+        """Read more from the server into the connection."""
+        conn = self.conn
+        phase = conn.waiting_for or Phase.COMMAND
+        try:
+            data = yield self._reads[phase, new_wait]
+        except (SMTPTimeoutError, ConnectionLostError) as exc:
+            raise self.fail(exc)  # noqa: B904 - fail() chose the cause
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        if self._session_log is not None:
+            self._received += data
 
     def _log_event(self, event: Event) -> None:
         log = self._session_log
@@ -261,44 +282,73 @@ class Exchange:
                 anything but QUIT): nothing more can follow.
             OutcomeUnknownError: either of those while content was out.
         """
-        event = yield from self.event()
-        if isinstance(event, ConnectionClosed):
-            raise self.fail(ConnectionLostError("the server closed the connection"))
-        if not isinstance(event, ReplyReceived | ContentRequested | AuthChallengeReceived):
-            raise AssertionError(f"{event} answers nothing")  # pragma: no cover - one greeting
-        if (
-            isinstance(event, ReplyReceived)
-            and event.closing
-            and not isinstance(event.command, Quit)
-        ):
+        # event() unrolled: a transaction reads a reply per command, most of
+        # them already received, and this spares each a generator of its own.
+        event = self._next_event()
+        if event is None:
+            new_wait = True
+            while event is None:
+                yield from self._read(new_wait)
+                new_wait = False
+                event = self._next_event()
+        return self._answer(event)
+
+    def _answer(self, event: Event) -> ReplyEvent:
+        """The event as the reply to a command; a closed or closing session raises."""
+        if isinstance(event, ReplyReceived):
+            if event.kind is not _CLOSING or isinstance(event.command, Quit):
+                return event
             answering = (
                 f" (in answer to {event.command.transcript_line()})" if event.command else ""
             )
             error = reply_error(event.reply, phase=f"service closing{answering}")
             raise self.fail(error, answered=True)
+        if isinstance(event, ConnectionClosed):
+            raise self.fail(ConnectionLostError("the server closed the connection"))
+        if not isinstance(event, ContentRequested | AuthChallengeReceived):
+            raise AssertionError(f"{event} answers nothing")  # pragma: no cover - one greeting
         return event
 
     def send(self, commands: Sequence[Command]) -> Procedure[None]:
         """Write commands as one group (a single write)."""
         conn = self.conn
         if not conn.awaiting_replies and conn.open:
-            yield from self._collect_unasked()
+            # What the server sent while nothing was asked is judged first.
+            # Bytes that came in the same segment as the last reply are
+            # already held: asking the transport for more would leave them
+            # unjudged.
+            unasked = conn.unread
+            if not unasked:
+                try:
+                    data = yield _POLL
+                except (SMTPTimeoutError, ConnectionLostError) as exc:
+                    raise self.fail(exc)  # noqa: B904 - fail() chose the cause
+                if data is not None:
+                    self._receive(data)
+                    unasked = True
+            if unasked:
+                yield from self._refuse_unasked()
         try:
             buffers = conn.send_buffers(commands)
-        except RemoteProtocolError as exc:  # pragma: no cover - _collect_unasked judged held bytes
+        except RemoteProtocolError as exc:  # pragma: no cover - held bytes were judged above
             raise self.fail(exc)  # noqa: B904 - fail() chose the cause
         transcript = self._transcript
-        content = False
-        for command in commands:
-            if transcript is not None:
+        if transcript is not None:
+            for command in commands:
                 transcript("C", command.transcript_line())
-            content = content or command.verb in _CONTENT_VERBS
-        if content:
-            self._content_out = True
+        phase = _COMMAND
+        for command in commands:
+            if command.verb in _CONTENT_VERBS:
+                self._content_out = True
+                phase = _DATA_BLOCK
+                break
         if self._session_log is not None:
             # The log keeps the exact bytes; only then are the pieces joined.
             self._log_group(commands, b"".join(buffers))
-        yield from self._write(buffers, Phase.DATA_BLOCK if content else Phase.COMMAND)
+        try:
+            yield Write(buffers, phase, self._seconds[phase])
+        except (SMTPTimeoutError, ConnectionLostError) as exc:
+            raise self.fail(exc)  # noqa: B904 - fail() chose the cause
 
     def _log_group(self, commands: Sequence[Command], data: bytes) -> None:
         log = self._session_log
@@ -314,23 +364,13 @@ class Exchange:
         conn = self.conn
         log.sent(None if secret else data, text, tls=conn.tls_active, state=conn.state.name)
 
-    def _collect_unasked(self) -> Procedure[None]:
-        """Judge what the server sent while nothing was asked, before a new group."""
-        # Bytes that came in the same segment as the last reply are already
-        # held: asking the transport for more would leave them unjudged.
-        if not self.conn.unread:
-            try:
-                data = yield Poll()
-            except (SMTPTimeoutError, ConnectionLostError) as exc:
-                raise self.fail(exc)  # noqa: B904 - fail() chose the cause
-            if data is None:
-                return
-            self.conn.receive_data(data)
-            if self._session_log is not None:
-                self._received += data
-        # The server closed, or spoke unasked: reply() reads the reply to its
-        # end and raises for each (a 421 is a closing, anything else a
-        # protocol violation); there is no command it could answer.
+    def _refuse_unasked(self) -> Procedure[None]:
+        """The server closed, or spoke while nothing was asked: raise for it.
+
+        reply() reads the reply to its end and raises for each (a 421 is a
+        closing, anything else a protocol violation): there is no command
+        it could answer.
+        """
         yield from self.reply()
         raise AssertionError("an unasked reply was taken as an answer")  # pragma: no cover
 

@@ -53,7 +53,6 @@
 #   a batch does not overlap its transactions, so each point is where it says.
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,6 +118,8 @@ _DATA_POINT = ControlPoint.DATA
 _DOT = ControlPoint.DOT
 _Failure = TypeVar("_Failure", bound=SMTPError)
 _ENVELOPE_POINTS = frozenset({ControlPoint.MAIL, ControlPoint.RCPT, ControlPoint.DATA})
+# Requests are values: the one every body piece asks with is built once.
+_PULL_BODY = PullBody()
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +261,7 @@ class MailTransactions:
     def _pull(self) -> Procedure[bytes]:
         piece = self._unpulled
         if piece is None:
-            piece = yield PullBody()
+            piece = yield _PULL_BODY
         else:
             self._unpulled = b""
         if not piece:
@@ -299,8 +300,10 @@ class MailTransactions:
 
     def _prepare(self, job: MailJob) -> tuple[Mail, list[Rcpt], bool]:
         """The MAIL and RCPT commands for a message, checked; whether to use BDAT."""
-        _check_options(job.mail_options, MAIL_OPTIONS, "mail_options key")
-        _check_options(job.rcpt_options, RCPT_OPTIONS, "rcpt_options key")
+        if job.mail_options:
+            _check_options(job.mail_options, MAIL_OPTIONS, "mail_options key")
+        if job.rcpt_options:
+            _check_options(job.rcpt_options, RCPT_OPTIONS, "rcpt_options key")
         # A recipient named twice would get two RCPTs but one entry in the
         # result, and LMTP would then answer more often than counted.
         recipients = list(dict.fromkeys(job.recipients))
@@ -312,33 +315,52 @@ class MailTransactions:
             rcpts = [Rcpt(recipient=r, **options) for r in recipients]
         else:
             rcpts = [_plain_rcpt(r) if type(r) is str else Rcpt(recipient=r) for r in recipients]
-        sender_path = parse_reverse_path(job.sender)
-        international = (sender_path is not None and sender_path.needs_smtputf8) or any(
-            r.needs_smtputf8 for r in rcpts
+        sender = job.sender
+        international = (
+            _sender_needs_smtputf8(sender)
+            if type(sender) is str
+            else _sender_needs_smtputf8.__wrapped__(sender)  # refuses it, uncached
         )
+        if not international:
+            for rcpt in rcpts:
+                if rcpt.needs_smtputf8:
+                    international = True
+                    break
         needs_utf8 = job.smtputf8 or international
-        mail_args: dict[str, Any] = dict(job.mail_options or {})
-        mail_args.setdefault("smtputf8", needs_utf8)
         body = job.body
+        body_type: BodyType | None = None
         if body.binary:
-            mail_args.setdefault("body", "BINARYMIME")
+            body_type = "BINARYMIME"
         elif body.eight_bit or (body.eight_bit is None and ext.eightbitmime):
             if ext.eightbitmime:
-                mail_args.setdefault("body", "8BITMIME")
+                body_type = "8BITMIME"
             elif not needs_utf8:
                 raise UnsupportedExtensionError(
                     "the message has 8-bit content and the server does not offer 8BITMIME"
                 )
-        if body.size is not None and ext.supports_size:
-            mail_args.setdefault("size", body.size)
+        size = body.size if body.size is not None and ext.supports_size else None
+        chosen = job.mail_options
+        mail_args: dict[str, Any]
+        if chosen:
+            # What the caller chose stands; the rest is filled in.
+            mail_args = dict(chosen)
+            mail_args.setdefault("smtputf8", needs_utf8)
+            if body_type is not None:
+                mail_args.setdefault("body", body_type)
+            if size is not None:
+                mail_args.setdefault("size", size)
+        else:
+            mail_args = {"size": size, "body": body_type, "smtputf8": needs_utf8}
         mail = None
-        if mail_args.keys() <= _PLAIN_MAIL_OPTIONS and type(job.sender) is str:
-            with contextlib.suppress(TypeError):  # unhashable: Mail() says what is wrong
+        if mail_args.keys() <= _PLAIN_MAIL_OPTIONS and type(sender) is str:
+            try:  # noqa: SIM105 - suppress() would cost a context manager per message
                 mail = _plain_mail(
-                    job.sender, mail_args.get("size"), mail_args.get("body"), mail_args["smtputf8"]
+                    sender, mail_args.get("size"), mail_args.get("body"), mail_args["smtputf8"]
                 )
+            except TypeError:  # unhashable: Mail() says what is wrong
+                pass
         if mail is None:
-            mail = Mail(sender=job.sender, **mail_args)
+            mail = Mail(sender=sender, **mail_args)
         chunked = self._chunk_size is not None or (
             ext.chunking and (self._conn.pipelining or body.binary)
         )
@@ -955,15 +977,23 @@ def _plain_rcpt(recipient: str) -> Rcpt:
     return Rcpt(recipient=recipient)
 
 
+@functools.lru_cache(maxsize=256)
+def _sender_needs_smtputf8(sender: str) -> bool:
+    """Whether the sender, checked, has a non-ASCII address (a bad one raises, every time)."""
+    path = parse_reverse_path(sender)
+    return path is not None and path.needs_smtputf8
+
+
 def _envelope_failure(mail: Mail, mail_event: ReplyEvent, result: SendResult) -> ReplyError | None:
     """The error that ends a transaction whose MAIL or every RCPT was refused."""
     if not mail_event.accepted:
         return reply_error(mail_event.reply, command=mail.transcript_line(), phase="MAIL")
-    replies = list(result.recipients.values())
-    if any(r.is_success for r in replies):
-        return None
+    replies = result.recipients.values()
+    for reply in replies:
+        if reply.is_success:
+            return None
     permanent = [r for r in replies if r.is_permanent]
-    error = reply_error((permanent or replies)[0], phase="RCPT (every recipient refused)")
+    error = reply_error((permanent or list(replies))[0], phase="RCPT (every recipient refused)")
     error.recipients = dict(result.recipients)
     return error
 

@@ -3,7 +3,24 @@
 from __future__ import annotations
 
 import pytest
-from smtpbee._commands import Data, Ehlo, EndOfData, Mail, MessageData, Noop, Rcpt
+from budget import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from smtpbee import _connection
+from smtpbee._commands import (
+    Bdat,
+    Command,
+    Data,
+    Ehlo,
+    EndOfData,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    Vrfy,
+)
 from smtpbee._connection import Connection
 from smtpbee._errors import InvalidInputError, LocalProtocolError
 from smtpbee._events import NEED_DATA, ReplyReceived
@@ -98,6 +115,20 @@ def test_non_ascii_lines_encode_only_with_smtputf8() -> None:
     assert mail.transcript_line() == "MAIL FROM:<ü@x.test> SMTPUTF8"
     with pytest.raises(UnicodeEncodeError):
         mail.to_bytes()
+
+
+def test_the_checked_line_is_kept_and_a_bad_one_refused_each_time() -> None:
+    rcpt = Rcpt(recipient="b@x.test")
+    assert rcpt.checked_bytes() is rcpt.checked_bytes(smtputf8=True)
+    assert rcpt.checked_bytes() == rcpt.to_bytes() == b"RCPT TO:<b@x.test>\r\n"
+    utf8 = Rcpt(recipient="ü@x.test")
+    assert utf8.checked_bytes(smtputf8=True) == "RCPT TO:<ü@x.test>\r\n".encode()
+    with pytest.raises(UnicodeEncodeError):
+        utf8.checked_bytes()
+    too_long = Rcpt(recipient="b@x.test", extra={"X-L": "y" * 600})
+    for _ in range(2):
+        with pytest.raises(InvalidInputError, match="RCPT command line is 6"):
+            too_long.checked_bytes()
 
 
 def test_empty_extra_is_shared_and_read_only() -> None:
@@ -221,3 +252,129 @@ def test_a_success_the_state_cannot_take_is_a_remote_error() -> None:
     with pytest.raises(Exception, match="250/251 to RCPT makes no sense in state READY"):
         conn.next_event()
     assert conn.state is State.ERROR
+
+
+# ----------------------------------------------------------------------
+# Connection: a group is admitted in one step, exactly as one by one
+# ----------------------------------------------------------------------
+
+_OFFERS = ("PIPELINING", "SIZE 1000", "8BITMIME", "CHUNKING", "BINARYMIME", "DSN", "SMTPUTF8")
+_NO_CHUNKING = ("PIPELINING", "SIZE 1000", "8BITMIME")
+
+
+def _session(offers: tuple[str, ...], where: str) -> Connection:
+    conn = Connection()
+    conn.receive_data(b"220 mx.test\r\n")
+    conn.next_event()
+    conn.send(Ehlo("client.test"))
+    lines = ["mx.test", *offers]
+    conn.receive_data(
+        "".join(
+            f"250{'-' if i < len(lines) - 1 else ' '}{line}\r\n" for i, line in enumerate(lines)
+        ).encode()
+    )
+    conn.next_event()
+    openings: dict[str, list[tuple[Command, bytes]]] = {
+        "ready": [],
+        "mail": [(Mail(sender="a@x.test"), b"250 ok\r\n")],
+        "data": [
+            (Mail(sender="a@x.test"), b"250 ok\r\n"),
+            (Rcpt(recipient="b@x.test"), b"250 ok\r\n"),
+            (Data(), b"354 go\r\n"),
+        ],
+    }
+    for command, answer in openings[where]:
+        conn.send(command)
+        conn.receive_data(answer)
+        conn.next_event()
+    return conn
+
+
+_COMMANDS: list[Command] = [
+    Mail(sender="a@x.test"),
+    Mail(sender="a@x.test", size=5000),
+    Mail(sender="a@x.test", body="BINARYMIME"),
+    Rcpt(recipient="b@x.test"),
+    Rcpt(recipient="c@x.test", notify="NEVER"),
+    Rcpt(recipient="ü@x.test"),
+    Rcpt(recipient="d@x.test", extra={"X-L": "y" * 600}),
+    Data(),
+    Bdat(b"chunk\r\n"),
+    Bdat(b"end\r\n", last=True),
+    Bdat(b"\xff" * 900, last=True),
+    MessageData(b".line\r\n"),
+    EndOfData(),
+    Rset(),
+    Noop(),
+    Vrfy("postmaster"),
+    Quit(),
+]
+
+
+def _outcome(conn: Connection, send: object) -> tuple[object, ...]:
+    try:
+        result: object = send
+        assert callable(send)
+        result = send()
+    except Exception as exc:  # the type and the words are what must agree
+        result = (type(exc), str(exc))
+    return result, conn.pending, conn.allowed_commands(), conn.state
+
+
+_MAILS, _RCPTS, _OPENERS = _COMMANDS[:3], _COMMANDS[3:7], _COMMANDS[7:11]
+_CONTENT = _COMMANDS[11:13]
+
+
+@st.composite
+def _groups(draw: st.DrawFn) -> list[Command]:
+    """Mostly groups a client would send (content, then MAIL, RCPTs, an opener), some not."""
+    if draw(st.booleans()):
+        return draw(st.lists(st.sampled_from(_COMMANDS), min_size=2, max_size=6))
+    group: list[Command] = draw(st.lists(st.sampled_from(_CONTENT), max_size=2))
+    if draw(st.booleans()):
+        group.append(Rset())
+    group.append(draw(st.sampled_from(_MAILS)))
+    group += draw(st.lists(st.sampled_from(_RCPTS), max_size=4))
+    group += draw(st.lists(st.sampled_from(_OPENERS), max_size=1))
+    return group if len(group) > 1 else [*group, Noop()]
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(
+    offers=st.sampled_from([_OFFERS, _OFFERS[1:], _NO_CHUNKING, ()]),
+    where=st.sampled_from(["ready", "mail", "data"]),
+    group=_groups(),
+)
+def test_a_group_is_admitted_as_its_commands_one_by_one(
+    offers: tuple[str, ...], where: str, group: list[Command]
+) -> None:
+    at_once = _session(offers, where)
+    in_turn = _session(offers, where)
+    got = _outcome(at_once, lambda: at_once.send_all(group))
+    before = (in_turn.pending, in_turn.allowed_commands(), in_turn.state)
+
+    def one_by_one() -> bytes:
+        return b"".join(in_turn.send(command) for command in group)
+
+    expected = _outcome(in_turn, one_by_one)
+    if isinstance(expected[0], tuple):
+        # Refused: the same error, and the group left no trace.
+        assert got[0] == expected[0]
+        assert got[1:] == before
+    else:
+        assert got == expected
+
+
+def test_groups_of_many_shapes_are_each_admitted_right() -> None:
+    # More shapes than are kept compiled: the oldest are forgotten, none is wrong.
+    shapes = _connection._GROUP_PATHS_KEPT + 10
+    for count in range(1, shapes + 1):
+        conn = _session(("PIPELINING",), "ready")
+        group: list[Command] = [Mail(sender="a@x.test")]
+        group += [Rcpt(recipient=f"r{i}@x.test") for i in range(count)]
+        data = conn.send_all([*group, Data()])
+        assert data.count(b"RCPT TO:") == count and data.endswith(b"DATA\r\n")
+        assert len(_connection._GROUP_PATHS) <= _connection._GROUP_PATHS_KEPT
+    refused = [Mail(sender="a@x.test"), Rcpt(recipient="b@x.test"), Data(), EndOfData()]
+    with pytest.raises(LocalProtocolError, match="DATA ends a pipelined group"):
+        _session(("PIPELINING",), "ready").send_all(refused)

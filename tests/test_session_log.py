@@ -546,6 +546,19 @@ def test_a_reply_nobody_asked_for_is_logged_before_the_session_ends() -> None:
     assert log.records[-1]["state"] == "CLOSING"
 
 
+def test_a_raw_write_that_fails_ends_the_session_and_is_logged() -> None:
+    log = new_log()
+    exchange = Exchange(Connection(), Timeouts(), None, log)
+    write = exchange.write(b"RAW\r\n", Phase.COMMAND, unsafe=True)
+    request = next(write)
+    assert isinstance(request, Write) and request.data == b"RAW\r\n"
+    with pytest.raises(SMTPTimeoutError, match="stalled"):
+        write.throw(SMTPTimeoutError("the write stalled"))
+    assert exchange.conn.state.name == "ERROR"
+    assert log.records[-1]["event"] == "error"
+    assert log.records[-1]["error"] == "SMTPTimeoutError"
+
+
 def transcript_into(lines: list[tuple[str, str]]) -> Callable[[str, str], None]:
     return lambda direction, line: lines.append((direction, line))
 
