@@ -365,6 +365,33 @@ def test_a_group_is_admitted_as_its_commands_one_by_one(
         assert got == expected
 
 
+@pytest.mark.parametrize(
+    ("offers", "group", "refusal"),
+    [
+        (
+            _NO_CHUNKING,
+            [Mail(sender="a@x.test"), Rcpt(recipient="b@x.test"), Bdat(b"x\r\n", last=True)],
+            "does not offer CHUNKING",
+        ),
+        (
+            _OFFERS,
+            [Mail(sender="a@x.test", body="BINARYMIME"), Rcpt(recipient="b@x.test"), Data()],
+            "BINARYMIME content must go with BDAT",
+        ),
+    ],
+)
+def test_what_the_server_offers_is_checked_in_a_group_the_table_allows(
+    offers: tuple[str, ...], group: list[Command], refusal: str
+) -> None:
+    conn = _session(offers, "ready")
+    with pytest.raises(LocalProtocolError, match=refusal):
+        conn.send_all(group)
+    assert (
+        conn.pending == ()
+        and conn.allowed_commands() == _session(offers, "ready").allowed_commands()
+    )
+
+
 def test_groups_of_many_shapes_are_each_admitted_right() -> None:
     # More shapes than are kept compiled: the oldest are forgotten, none is wrong.
     shapes = _connection._GROUP_PATHS_KEPT + 10
