@@ -8,8 +8,11 @@ writes, so one round is one round trip).
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
+import types
 from typing import Any
 
 import anyio
@@ -237,6 +240,51 @@ async def test_a_stalled_server_times_out(flavour: Flavour, scripted_server: Any
     assert isinstance(caught.value, TimeoutError)
     await finished(server)
     assert server.sessions[0].client_closed
+
+
+def _stop_reading_after_354(listener: socket.socket, hung_up: threading.Event) -> None:
+    """Answer up to the 354 to DATA, then read nothing more until the client hangs up."""
+    conn, _ = listener.accept()
+    with conn, conn.makefile("rb") as reader:
+        conn.sendall(b"220 ready\r\n")
+        while line := reader.readline():
+            conn.sendall(b"354 go\r\n" if line.upper().startswith(b"DATA") else b"250 ok\r\n")
+            if line.upper().startswith(b"DATA"):
+                break
+        # The client's write fills the buffers and blocks: only its timeout ends it.
+        conn.setblocking(False)
+        while not hung_up.wait(0.05):
+            with contextlib.suppress(BlockingIOError):
+                if conn.recv(1, socket.MSG_PEEK) == b"":
+                    hung_up.set()
+
+
+@pytest.mark.anyio
+async def test_a_server_that_stops_reading_the_content_times_the_write_out(
+    flavour: Flavour,
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    # Small buffers on the server's side: a few MB of content fill them.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    hung_up = threading.Event()
+    server = threading.Thread(target=_stop_reading_after_354, args=(listener, hung_up))
+    server.start()
+    try:
+        address = types.SimpleNamespace(host="127.0.0.1", port=listener.getsockname()[1])
+        client = flavour.client(address, timeout=0.5)
+        await client.connect()
+        started = time.monotonic()
+        with pytest.raises(OutcomeUnknownError) as caught:
+            await client.sendmail("a@x.test", ["b@x.test"], (b"x" * 998 + b"\r\n") * 8_000)
+        assert time.monotonic() - started < 5
+        # The write itself timed out, not a read after it.
+        assert isinstance(caught.value.__cause__, SMTPTimeoutError)
+        assert "timed out sending" in str(caught.value.__cause__)
+        assert not client.usable
+    finally:
+        hung_up.set()
+        server.join(10)
+        listener.close()
 
 
 @pytest.mark.anyio

@@ -50,7 +50,7 @@ from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._message import READ_SIZE
 from smtpbee.transports._sync.client import SyncClient
 from smtpbee.transports._sync.one_call import send_with
-from smtpbee.transports._writes import pieces_to_send
+from smtpbee.transports._writes import pieces_to_send, unsent
 
 __all__ = ["SMTPClient", "send"]
 
@@ -190,13 +190,7 @@ class SMTPClient(SyncClient):
                 # shorter than what is left of the write's: _limit_wait says.
                 self._limit_wait(sock, deadline_at - time.monotonic())
                 continue
-            done = 0
-            while done < len(buffers) and sent >= len(buffers[done]):
-                sent -= len(buffers[done])
-                done += 1
-            del buffers[:done]
-            if sent:
-                buffers[0] = memoryview(buffers[0])[sent:]
+            buffers = unsent(buffers, sent)
             if buffers:
                 self._limit_wait(sock, deadline_at - time.monotonic())
 

@@ -6,9 +6,12 @@
 # -------------------
 # AsyncClient (_async/client.py) holds the public methods and the request
 # loop; this class answers the requests with a trio Stream:
-#   * Read: one receive_some() under fail_after() with what is left of the
-#     reply's Deadline;
-#   * Write: send_all() of each piece pieces_to_send cuts the buffers into
+#   * Read: one receive_some() under a deadline of what is left of the
+#     reply's Deadline; on a plain TCP stream, bytes already there are read
+#     from the socket at once, with no deadline to set up;
+#   * Write: on a plain TCP stream, one writev() of the buffers as they are;
+#     what the socket did not take, and every write on any other stream,
+#     goes by send_all() of each piece pieces_to_send cuts the buffers into
 #     (a large body in views, never joined: an SSLStream encrypts a piece
 #     at a time instead of the whole body), under the request's timeout;
 #   * Poll: a receive only when the stream's socket is readable now. An
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import select
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -41,9 +45,12 @@ from smtpbee.transports._async.pool import AsyncPool
 from smtpbee.transports._common import is_verifying, tls_info
 from smtpbee.transports._message import READ_SIZE
 from smtpbee.transports._pool import AsyncJob
-from smtpbee.transports._writes import pieces_to_send
+from smtpbee.transports._writes import pieces_to_send, unsent
 
 __all__ = ["SMTPClient", "SMTPPool", "TrioSMTPClient", "send"]
+
+# The most buffers one writev() takes (IOV_MAX is 1024 on Linux).
+_MAX_BUFFERS = 512
 
 
 class TrioSMTPClient(AsyncClient):
@@ -88,17 +95,35 @@ class TrioSMTPClient(AsyncClient):
         stream = self._stream
         if stream is None:
             raise ConnectionError("the connection is closed")
-        # A CancelScope of our own rather than trio.fail_after(), a context
-        # manager around one: each message waits under four of them.
+        # On a plain TCP stream, what can be done at once is done on the socket
+        # itself, with no CancelScope (entering one costs more than the
+        # write): only a wait needs one. A CancelScope of our own rather than
+        # trio.fail_after(), a context manager around one.
+        fd = stream.socket.fileno() if type(stream) is trio.SocketStream else None
         if isinstance(request, Read):
             now = trio.current_time()
             remaining = self._deadline.remaining(request, now)
+            if fd is not None:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                with contextlib.suppress(BlockingIOError):
+                    data = os.read(fd, READ_SIZE)
+                    # As trio's receive: other tasks get their turn.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return data
             with trio.CancelScope(deadline=now + max(remaining, 0)):
                 return await stream.receive_some(READ_SIZE)
             raise trio.TooSlowError  # reached only when the deadline cancelled the read
         if isinstance(request, Write):
+            buffers = request.buffers
+            if fd is not None and len(buffers) <= _MAX_BUFFERS:
+                # The read that follows is the schedule point.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                with contextlib.suppress(BlockingIOError):
+                    buffers = unsent(buffers, os.writev(fd, buffers))
+                if not buffers:
+                    return None
             with trio.CancelScope(deadline=trio.current_time() + request.timeout) as scope:
-                for piece in pieces_to_send(request.buffers):
+                for piece in pieces_to_send(buffers):
                     await stream.send_all(piece)
             if scope.cancelled_caught:
                 raise trio.TooSlowError
@@ -176,7 +201,7 @@ class _TakenAtOnce:
 
     Their acquire() yields to the scheduler even then: once per message for
     the client's lock, and again for a pool's slot. The write that follows
-    checkpoints anyway, so a cancellation is still seen before anything is
+    checks for a cancellation first, so one is still seen before anything is
     written.
     """
 

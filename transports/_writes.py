@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from smtpbee._requests import Buffer
 
-__all__ = ["SLICE", "pieces_to_send"]
+__all__ = ["SLICE", "pieces_to_send", "unsent"]
 
 # Pieces up to this size together are joined into one write.
 _SMALL = 64 * 1024
@@ -45,3 +45,18 @@ def pieces_to_send(buffers: Sequence[Buffer]) -> Iterator[Buffer]:
             yield view[start : start + SLICE]
     if run:
         yield run[0] if len(run) == 1 else b"".join(run)
+
+
+def unsent(buffers: Sequence[Buffer], sent: int) -> list[Buffer]:
+    """What is left of buffers once their first ``sent`` octets went out.
+
+    A buffer written in part goes on as a view of its rest: nothing is copied.
+    """
+    done = 0
+    while done < len(buffers) and sent >= len(buffers[done]):
+        sent -= len(buffers[done])
+        done += 1
+    rest = list(buffers[done:])
+    if sent:
+        rest[0] = memoryview(rest[0])[sent:]
+    return rest
