@@ -51,6 +51,8 @@ __all__ = ["SMTPClient", "SMTPPool", "TrioSMTPClient", "send"]
 
 # The most buffers one writev() takes (IOV_MAX is 1024 on Linux).
 _MAX_BUFFERS = 512
+# A socket's descriptor takes read() and writev() on POSIX, not on Windows.
+_FD_IO = os.name == "posix" and hasattr(os, "writev")
 
 
 class TrioSMTPClient(AsyncClient):
@@ -99,7 +101,7 @@ class TrioSMTPClient(AsyncClient):
         # itself, with no CancelScope (entering one costs more than the
         # write): only a wait needs one. A CancelScope of our own rather than
         # trio.fail_after(), a context manager around one.
-        fd = stream.socket.fileno() if type(stream) is trio.SocketStream else None
+        fd = stream.socket.fileno() if _FD_IO and type(stream) is trio.SocketStream else None
         if isinstance(request, Read):
             now = trio.current_time()
             remaining = self._deadline.remaining(request, now)
